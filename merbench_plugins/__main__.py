@@ -1,0 +1,38 @@
+"""`python -m merbench_plugins COMMAND ...`: one entry point, each command in its own module."""
+import importlib
+import sys
+
+# command -> (module, function, one-line help); modules are imported only when their command runs
+COMMANDS = {
+    "demo": ("merbench_plugins.train.demo", "main", "generate synthetic MER2023-shaped data, train, compare"),
+    "train": ("merbench_plugins.train.runner", "main", "train/evaluate on a MERBench-layout feature folder"),
+    "synth": ("merbench_plugins.data.synthetic", "main", "write a synthetic MER2023-shaped feature set"),
+    "yaml": ("merbench_plugins.train.tune_yaml", "main", "print or check model-tune.yaml from the registry"),
+    "models": ("merbench_plugins.train.listing", "main", "list registered models, their flags and grids"),
+    "install": ("merbench_plugins.installer.cli", "main", "register the models in a MERBench checkout"),
+    "ravdess-prep": ("merbench_plugins.data.ravdess", "prep_main", "RAVDESS clips -> cached frames + log-mel NPZ"),
+    "ravdess-train": ("merbench_plugins.train.ravdess_runner", "main", "train/evaluate ravdess_av over actor folds"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    rows = "\n".join(f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items())
+    return f"usage: python -m merbench_plugins COMMAND [--help]\n\ncommands:\n{rows}\n"
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name = argv.pop(0)
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module, func, _ = COMMANDS[name]
+    return getattr(importlib.import_module(module), func)(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Hyperparameter declarations: one dataclass per model, each field with its default, help and tuning grid.
+
+Models call ``Config.from_args(args)``: values present (and not None) on ``args`` win, declared
+defaults fill the rest, so the models train unchanged under MERBench's ``main-release.py``, under
+our ``main-robust.py`` and under a foreign runner that knows none of our flags.
+"""
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+
+def hp(default, help, grid=None, choices=None):
+    """Declare one hyperparameter. ``grid`` is its tuning list in model-tune.yaml (None: not tuned)."""
+    return field(default=default, metadata={"help": help, "grid": grid, "choices": choices})
+
+
+def _flag_type(f):
+    return type(f.default) if f.default is not None else str
+
+
+@dataclass
+class BaseConfig:
+    """Options every feature model shares (MERBench's own model-tune.yaml tunes these too)."""
+
+    hidden_dim: int = hp(128, "width of every hidden layer", grid=[64, 128, 256])
+    dropout: float = hp(0.35, "dropout probability", grid=[0.2, 0.3, 0.35, 0.4, 0.5])
+    grad_clip: float = hp(-1.0, "clip gradient values at this magnitude (-1 = off)", grid=[-1.0])
+    lr: float = hp(1e-3, "learning rate", grid=[1e-3, 1e-4])
+
+    @classmethod
+    def fields(cls):
+        return dataclasses.fields(cls)
+
+    @classmethod
+    def from_args(cls, args=None, **overrides):
+        """Build from an argparse namespace (or dict); attributes that are missing or None get defaults."""
+        src = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
+        src.update(overrides)
+        values = {}
+        for f in cls.fields():
+            v = src.get(f.name)
+            if v is not None:
+                values[f.name] = _coerce(f, v)
+        return cls(**values)
+
+    @classmethod
+    def defaults(cls) -> Dict[str, Any]:
+        return {f.name: f.default for f in cls.fields()}
+
+    @classmethod
+    def grid(cls) -> Dict[str, List[Any]]:
+        return {f.name: list(f.metadata["grid"]) for f in cls.fields() if f.metadata.get("grid")}
+
+    @classmethod
+    def add_arguments(cls, parser, skip=()):
+        """Add every field as a command-line flag with default None (None = "take YAML, then default").
+
+        Booleans get both forms: ``use_vae`` -> ``--use_vae`` / ``--no_vae``; ``foo`` -> ``--foo`` / ``--no_foo``.
+        """
+        group = parser.add_argument_group(f"{cls.__name__} options")
+        existing = {a.dest for a in parser._actions}
+        for f in cls.fields():
+            if f.name in skip or f.name in existing:
+                continue
+            text = f"{f.metadata['help']} (default: {f.default})"
+            if isinstance(f.default, bool):
+                neg = f.name[4:] if f.name.startswith("use_") else f.name
+                group.add_argument(f"--{f.name}", dest=f.name, action="store_const", const=True,
+                                   default=None, help=text)
+                group.add_argument(f"--no_{neg}", dest=f.name, action="store_const", const=False,
+                                   default=None, help=f"turn off --{f.name}")
+            else:
+                group.add_argument(f"--{f.name}", dest=f.name, type=_flag_type(f), default=None,
+                                   choices=f.metadata.get("choices"), help=text)
+            existing.add(f.name)
+        return parser
+
+
+def _coerce(f, v):
+    if isinstance(f.default, bool):
+        if isinstance(v, str):
+            if v.lower() in ("1", "true", "yes", "on"):
+                return True
+            if v.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"{f.name}: expected a boolean, got {v!r}")
+        return bool(v)
+    if isinstance(f.default, int) and not isinstance(f.default, bool):
+        if isinstance(v, float) and not v.is_integer():
+            raise ValueError(f"{f.name}: expected an integer, got {v!r}")
+        return int(v)
+    if isinstance(f.default, float):
+        return float(v)
+    choices = f.metadata.get("choices")
+    if choices and v not in choices:
+        raise ValueError(f"{f.name}: {v!r} is not one of {choices}")
+    return v
+
+
+@dataclass
+class AttentionConfig(BaseConfig):
+    """Reference re-implementation of MERBench's `attention` baseline (standalone comparisons only)."""
+
+
+@dataclass
+class AttentionRobustV2Config(BaseConfig):
+    """AttentionRobustV2: variational encoders, uncertainty fusion, proxy attention, modality dropout."""
+
+    use_vae: bool = hp(True, "variational encoders (z, mu, logvar); off = deterministic encoders", grid=[True])
+    kl_weight: float = hp(0.01, "weight of KL(q(z|x) || N(0, I))", grid=[0.005, 0.01, 0.02])
+    kl_warmup: int = hp(10, "epochs over which the KL weight ramps up linearly from 0", grid=[10])
+    recon_weight: float = hp(0.1, "weight of the reconstruction of present modalities (0 = no decoders)",
+                             grid=[0.05, 0.1, 0.2])
+    cross_kl_weight: float = hp(0.01, "weight of the Gaussian KL between posteriors of present modality pairs",
+                                grid=[0.005, 0.01, 0.02])
+    use_uncertainty_fusion: bool = hp(True, "weight modalities by confidence 1/sigma; off = mean of present ones",
+                                      grid=[True])
+    fusion_temperature: float = hp(1.0, "softmax temperature of the confidence weights", grid=[0.5, 1.0, 2.0])
+    use_proxy_attention: bool = hp(True, "cross-modal attention from the fused proxy over the modality stack",
+                                   grid=[True])
+    num_attention_heads: int = hp(4, "heads of the proxy attention", grid=[4])
+    use_modality_dropout: bool = hp(True, "drop whole modalities during training", grid=[True])
+    modality_dropout: float = hp(0.15, "probability to drop each present modality of a sample",
+                                 grid=[0.1, 0.15, 0.2, 0.25])
+    modality_dropout_warmup: int = hp(20, "epochs over which the dropout rate ramps up linearly", grid=[20])
+    seq_encoder: str = hp("attnpool", "frame encoder: masked attention pooling or LSTM",
+                          grid=["attnpool"], choices=["attnpool", "lstm"])
+    improved_encoder: bool = hp(False, "GELU + LayerNorm + residual encoder with zero-initialised log-variance",
+                                grid=[False])
+
+
+@dataclass
+class AttentionRobustV4Config(AttentionRobustV2Config):
+    """AttentionRobustV4: V2 plus contrastive alignment, gated fusion, focal / label-smoothing losses."""
+
+    improved_encoder: bool = hp(True, "GELU + LayerNorm + residual encoder with zero-initialised log-variance",
+                                grid=[True])
+    use_contrastive: bool = hp(True, "InfoNCE between projected embeddings of present modality pairs", grid=[True])
+    contrastive_weight: float = hp(0.1, "weight of the contrastive loss", grid=[0.05, 0.1, 0.2])
+    contrastive_temperature: float = hp(0.07, "InfoNCE temperature", grid=[0.07])
+    contrastive_dim: int = hp(64, "projection size of the contrastive heads", grid=[64])
+    use_gated_fusion: bool = hp(True, "mix uncertainty weights with a learned gate", grid=[True])
+    gate_alpha: float = hp(0.5, "w = alpha * uncertainty + (1 - alpha) * gate", grid=[0.3, 0.5, 0.7])
+    learnable_gate_alpha: bool = hp(False, "learn gate_alpha (initialised at --gate_alpha)", grid=[False])
+    focal_gamma: float = hp(2.0, "focal loss gamma (0 = plain cross-entropy)", grid=[0.0, 1.0, 2.0])
+    label_smoothing: float = hp(0.1, "label smoothing epsilon (0 = none)", grid=[0.0, 0.05, 0.1])
+
+
+@dataclass
+class MrgNetConfig(BaseConfig):
+    """MRG-Net: fixed-length pooling, memory-slot encoders, cross-modal routing, memory-guided gated fusion."""
+
+    pool_len: int = hp(8, "tokens per modality after FixedLenPool (L)", grid=[4, 8, 16])
+    pool_mode: str = hp("avg", "FixedLenPool: adaptive avg/max pooling (interpolation below L frames) or "
+                        "linear interpolation", grid=["avg", "max", "linear"], choices=["avg", "max", "linear"])
+    embed_depth: int = hp(1, "Transformer layers of each modality embedder", grid=[1, 2])
+    memory_heads: int = hp(4, "heads of the memory routers and embedders (must divide hidden_dim)", grid=[2, 4, 8])
+    slots_t: int = hp(64, "memory slots of the text memory encoder", grid=[32, 64, 128])
+    slots_a: int = hp(32, "memory slots of the audio memory encoder", grid=[16, 32, 64])
+    slots_v: int = hp(32, "memory slots of the video memory encoder", grid=[16, 32, 64])
+    cross_slots: int = hp(32, "slots of the cross-modal router", grid=[16, 32, 64])
+    gate_slots: int = hp(32, "slots of the fusion gates", grid=[16, 32, 64])
+    tau_x: float = hp(1.0, "softmax temperature of the cross-modal router", grid=[0.5, 1.0, 2.0])
+    tau_g: float = hp(1.0, "softmax temperature of the fusion gates (over slots)", grid=[0.5, 1.0, 2.0])
+    ffn_ratio: int = hp(4, "FFN width as a multiple of hidden_dim", grid=[2, 4])
+    text_encoder: str = hp("features", "'features': MERBench's pre-extracted text features; 'bert': raw text "
+                           "(batch['raw_texts']) through BERT, needs pip install merbench-plugins[bert]",
+                           choices=["features", "bert"])
+    bert_name: str = hp("bert-base-uncased", "BERT hub name or local directory for --text_encoder bert "
+                        "(e.g. bert-base-chinese for MER2023/SIMS)")
+    bert_finetune: bool = hp(False, "fine-tune BERT (default: frozen)")
+
+
+@dataclass
+class RavdessAVConfig(BaseConfig):
+    """RavdessAV: video ResNet-18 over frames + audio ResNet-18 (or small CNN) on the log-mel, fused."""
+
+    lr: float = hp(1e-3, "learning rate (1e-4 with pretrained --video_weights/--audio_weights)",
+                   grid=[1e-3, 3e-4, 1e-4])
+    fusion: str = hp("gated", "gated | late | concat | xattn fusion, or a unimodal audio | video baseline",
+                     grid=["gated"], choices=["gated", "late", "concat", "xattn", "audio", "video"])
+    simple_gate: bool = hp(False, "the seed's original gate (Linear + sigmoid) instead of Linear-ReLU-Dropout-Linear",
+                           grid=[False])
+    gate_bias: float = hp(-1.0, "initial bias of the gate's last layer: sigmoid(-1): audio weight 0.27, video 0.73",
+                          grid=[-1.0])
+    use_spec_augment: bool = hp(True, "SpecAugment on the normalised log-mel during training", grid=[True])
+    spec_freq_mask: int = hp(20, "widest SpecAugment frequency mask (mel bins)", grid=[20])
+    spec_time_mask: int = hp(40, "widest SpecAugment time mask (frames)", grid=[40])
+    spec_num_masks: int = hp(2, "SpecAugment masks per axis", grid=[2])
+    spec_p: float = hp(0.5, "probability that a training sample is SpecAugmented", grid=[0.5])
+    use_modality_dropout: bool = hp(True, "drop the audio or the video of a training sample (never both)",
+                                    grid=[True])
+    modality_dropout: float = hp(0.2, "probability to drop each modality of a training sample", grid=[0.1, 0.2, 0.3])
+    audio_encoder: str = hp("resnet18", "audio branch: ResNet-18 or the seed's small CNN", grid=["resnet18"],
+                            choices=["resnet18", "cnn"])
+    resnet_width: int = hp(64, "base width of the ResNet-18s (64 = standard; pretrained weights need 64)",
+                           grid=[64])
+    num_frames: int = hp(8, "video frames per clip (evenly subsampled when the cache holds more)", grid=[8])
+    n_mels: int = hp(64, "mel bins of the cached log-mel", grid=[64])
+    video_flip: bool = hp(True, "random horizontal flip of a training clip", grid=[True])
+    xattn_heads: int = hp(4, "heads of the xattn fusion's cross-modal attention", grid=[4])
+    video_weights: str = hp("", "torchvision resnet18 state dict (.pth) for the video branch ('' = random init)")
+    audio_weights: str = hp("", "torchvision resnet18 state dict for the audio branch (conv1 averaged to 1 channel)")
+    ravdess_cache: str = hp("", "RAVDESS NPZ cache written by `ravdess-prep` (default: $RAVDESS_CACHE)")
+    ravdess_classes: int = hp(4, "RAVDESS task: 4 (neutral/happy/sad/angry) or 8 emotions", choices=[4, 8])
+    ravdess_folds: int = hp(6, "actor-independent folds (24 actors / 6 = 4 test actors per fold)")
+    ravdess_val_actors: int = hp(0, "validation actors per fold, taken from the next fold (0 = a fold's worth)")

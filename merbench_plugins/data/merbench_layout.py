@@ -1,0 +1,190 @@
+"""Reader for MERBench's on-disk feature layout, without MERBench.
+
+    ROOT/label-6way.npz              train_corpus / test1_corpus / ... : {name: {'emo': str|int, 'val': float}}
+    ROOT/features/<feature>/<name>.npy   [D] (utterance) or [T, D] (frames); or a folder of per-frame .npy
+
+Valence that is absent or '' becomes -10 (MERBench's "unknown"), which the losses and metrics skip.
+Frame sequences are zero-padded at the front to the longest in the split, as MERBench does.
+"""
+import glob
+import os
+from collections import Counter
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+MER2023_EMOTIONS = ("neutral", "angry", "happy", "sad", "worried", "surprise")
+MISSING_VALENCE = -10.0
+MODALITY_KEYS = ("audios", "texts", "videos")
+
+
+class DataError(Exception):
+    """Bad input data; the message says what and where. The CLIs print it as one line and exit 2."""
+
+
+@dataclass
+class Split:
+    """One corpus held in memory: features per modality + labels, MERBench-style batches on demand."""
+
+    name: str
+    names: List[str]
+    features: Dict[str, torch.Tensor]   # 'audios'|'texts'|'videos' -> [N, D] or [N, T, D]
+    emos: torch.Tensor                  # [N] long
+    vals: torch.Tensor                  # [N] float, -10 = unknown
+
+    def __len__(self):
+        return len(self.names)
+
+    @property
+    def has_valence(self) -> bool:
+        return bool((self.vals != MISSING_VALENCE).any())
+
+    def subset(self, index) -> "Split":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return Split(self.name, [self.names[i] for i in index.tolist()],
+                     {k: v[index] for k, v in self.features.items()}, self.emos[index], self.vals[index])
+
+    def batches(self, batch_size: int, shuffle: bool = False, generator: Optional[torch.Generator] = None,
+                device=None):
+        """Yields (batch, emos, vals, names) like MERBench's collater."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            batch = {k: v[idx].to(device) for k, v in self.features.items()}
+            yield batch, self.emos[idx].to(device), self.vals[idx].to(device), [self.names[i] for i in idx.tolist()]
+
+
+def find_label_file(root: str, label_path: Optional[str] = None) -> str:
+    if label_path:
+        if not os.path.isfile(label_path):
+            raise DataError(f"label file not found: {label_path}")
+        return label_path
+    if not os.path.isdir(root):
+        raise DataError(f"data folder not found: {root} (expected a MERBench-layout folder with label*.npz and features/)")
+    found = sorted(glob.glob(os.path.join(root, "label*.npz")))
+    if not found:
+        raise DataError(f"no label*.npz in {root}; pass --label_path FILE "
+                        f"or generate demo data with `python -m merbench_plugins synth {root}`")
+    return found[0]
+
+
+def read_corpus(label_file: str, split: str):
+    try:
+        with np.load(label_file, allow_pickle=True) as npz:
+            key = f"{split}_corpus"
+            if key not in npz.files:
+                raise DataError(f"{label_file} has no {key!r} (has: {', '.join(npz.files)})")
+            corpus = npz[key].tolist()
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"cannot read label file {label_file}: {exc}") from None
+    if not isinstance(corpus, dict) or not corpus:
+        raise DataError(f"{split} corpus in {label_file} is empty")
+    return corpus
+
+
+def emotion_vocabulary(corpus: dict) -> Sequence[str]:
+    labels = {v["emo"] for v in corpus.values()}
+    if all(isinstance(e, str) for e in labels):
+        return MER2023_EMOTIONS if labels <= set(MER2023_EMOTIONS) else tuple(sorted(labels))
+    return ()  # integer labels: used as they are
+
+
+def encode_labels(corpus: dict, vocab: Sequence[str], split: str):
+    emos, vals = [], []
+    index = {e: i for i, e in enumerate(vocab)}
+    for name, label in corpus.items():
+        emo = label.get("emo")
+        if isinstance(emo, str):
+            if emo not in index:
+                raise DataError(f"{split}/{name}: emotion {emo!r} is not in the training vocabulary {list(vocab)}")
+            emo = index[emo]
+        emos.append(int(emo))
+        val = label.get("val", "")
+        vals.append(MISSING_VALENCE if val is None or val == "" else float(val))
+    return torch.tensor(emos, dtype=torch.long), torch.tensor(vals, dtype=torch.float)
+
+
+def load_feature(feature_dir: str, name: str) -> np.ndarray:
+    path = os.path.join(feature_dir, name + ".npy")
+    if os.path.isfile(path):
+        x = np.load(path)
+    elif os.path.isdir(os.path.join(feature_dir, name)):
+        frames = sorted(glob.glob(os.path.join(feature_dir, name, "*.npy")))
+        if not frames:
+            raise DataError(f"feature folder {os.path.join(feature_dir, name)} holds no .npy frames")
+        x = np.stack([np.load(f).squeeze() for f in frames])
+    else:
+        raise DataError(f"missing feature file {path}")
+    x = np.asarray(x, dtype=np.float32).squeeze()
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2:
+        raise DataError(f"{path}: expected [D] or [T, D], got shape {tuple(x.shape)}")
+    if not np.isfinite(x).all():
+        raise DataError(f"{path}: feature of sample {name!r} contains NaN or inf")
+    return x
+
+
+def stack_features(feature_dir: str, names: List[str], feat_type: str) -> torch.Tensor:
+    if not os.path.isdir(feature_dir):
+        raise DataError(f"feature folder not found: {feature_dir}")
+    seqs = [load_feature(feature_dir, n) for n in names]
+    dims = Counter(s.shape[1] for s in seqs)
+    dim = dims.most_common(1)[0][0]
+    for n, s in zip(names, seqs):
+        if s.shape[1] != dim:
+            raise DataError(f"{feature_dir}: sample {n!r} has dim {s.shape[1]}, but {dims[dim]} of {len(seqs)} samples "
+                            f"have {dim}; every sample of a feature must share its dimension")
+    if feat_type == "utt":
+        return torch.from_numpy(np.stack([s.mean(axis=0) for s in seqs]))          # [N, D]
+    t_max = max(len(s) for s in seqs)
+    out = np.zeros((len(seqs), t_max, dim), dtype=np.float32)                       # front padding
+    for i, s in enumerate(seqs):
+        out[i, t_max - len(s):] = s
+    return torch.from_numpy(out)                                                    # [N, T, D]
+
+
+class FeatureDataset:
+    """A MERBench-layout dataset folder: ``load('train')`` etc. return :class:`Split` objects."""
+
+    def __init__(self, root: str, audio_feature: str, text_feature: str, video_feature: str,
+                 feat_type: str = "utt", label_path: Optional[str] = None):
+        if feat_type not in ("utt", "frm_align", "frm_unalign"):
+            raise DataError(f"feat_type={feat_type!r}: expected utt, frm_align or frm_unalign")
+        self.root, self.feat_type = root, feat_type
+        self.label_file = find_label_file(root, label_path)
+        self.feature_names = dict(zip(MODALITY_KEYS, (audio_feature, text_feature, video_feature)))
+        for key, feat in self.feature_names.items():
+            if not feat:
+                raise DataError(f"no {key[:-1]} feature name given (--{key[:-1]}_feature)")
+            path = os.path.join(root, "features", feat)
+            if not os.path.isdir(path):
+                have = sorted(os.listdir(os.path.join(root, "features"))) if os.path.isdir(os.path.join(root, "features")) else []
+                raise DataError(f"feature folder not found: {path}" + (f" (available: {', '.join(have)})" if have else ""))
+        self.vocab = emotion_vocabulary(read_corpus(self.label_file, "train"))
+
+    def splits(self) -> List[str]:
+        with np.load(self.label_file, allow_pickle=True) as npz:
+            return [k[: -len("_corpus")] for k in npz.files if k.endswith("_corpus")]
+
+    @property
+    def num_classes(self) -> int:
+        if self.vocab:
+            return len(self.vocab)
+        return int(self.load("train").emos.max()) + 1
+
+    def load(self, split: str) -> Split:
+        corpus = read_corpus(self.label_file, split)
+        names = list(corpus)
+        emos, vals = encode_labels(corpus, self.vocab, split)
+        feats = {k: stack_features(os.path.join(self.root, "features", f), names, self.feat_type)
+                 for k, f in self.feature_names.items()}
+        return Split(split, names, feats, emos, vals)
+
+    def dims(self, split: Split):
+        return tuple(split.features[k].shape[-1] for k in MODALITY_KEYS)

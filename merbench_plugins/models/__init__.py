@@ -1,0 +1,4 @@
+"""Importing this package registers every model (one module per model, one import line each)."""
+from . import attention  # noqa: F401
+from . import attention_robust_v2  # noqa: F401
+from . import attention_robust_v4  # noqa: F401

@@ -1,0 +1,94 @@
+"""AttentionRobustV2: variational encoders, uncertainty-weighted fusion over present modalities,
+proxy cross-modal attention and modality dropout (P-RMF-inspired; seeds v2_plan / v2_deep_redesign).
+
+Each flag of :class:`AttentionRobustV2Config` switches its part off cleanly for the ablations.
+"""
+import torch
+import torch.nn as nn
+
+from ..config import AttentionRobustV2Config
+from ..modules.encoders import Decoder, VariationalEncoder, pooled_input
+from ..modules.fusion import ProxyAttention, UncertaintyWeightedFusion
+from ..modules.losses import kl_to_prior, masked_average, pairwise_kl
+from ..modules.masking import MODALITIES, ModalityDropout, any_or_all, masked_fill_zero, presence_mask
+from ..registry import register_model
+
+FRAME_TYPES = ("frm_align", "frm_unalign")
+
+
+def check_feat_type(feat_type):
+    if feat_type not in ("utt",) + FRAME_TYPES:
+        raise ValueError(f"feat_type={feat_type!r}: expected one of utt, frm_align, frm_unalign")
+    return feat_type in FRAME_TYPES
+
+
+@register_model("attention_robust_v2", config=AttentionRobustV2Config)
+class AttentionRobustV2(nn.Module):
+    """Missing-modality-robust fusion: confidence-weighted VAE posteriors + proxy attention."""
+
+    config_cls = AttentionRobustV2Config
+
+    def __init__(self, args):
+        super().__init__()
+        cfg = self.cfg = self.config_cls.from_args(args)
+        self.grad_clip = cfg.grad_clip
+        self.epoch = 0
+        h = cfg.hidden_dim
+        dims = (args.audio_dim, args.text_dim, args.video_dim)
+        sequence = check_feat_type(args.feat_type)
+        self.encoders = nn.ModuleList(
+            VariationalEncoder(d, h, cfg.dropout, variational=cfg.use_vae, improved=cfg.improved_encoder,
+                               sequence=sequence, seq_encoder=cfg.seq_encoder) for d in dims)
+        self.decoders = nn.ModuleList(Decoder(h, d) for d in dims) if cfg.recon_weight > 0 else None
+        self.modality_dropout = ModalityDropout(cfg.modality_dropout if cfg.use_modality_dropout else 0.0,
+                                                cfg.modality_dropout_warmup)
+        self.fusion = self.build_fusion(cfg)
+        self.proxy_attention = ProxyAttention(h, cfg.num_attention_heads) if cfg.use_proxy_attention else None
+        self.fc_out_1 = nn.Linear(h, args.output_dim1)
+        self.fc_out_2 = nn.Linear(h, args.output_dim2)
+        self.last_fusion_weights = None
+
+    def build_fusion(self, cfg):
+        return UncertaintyWeightedFusion(cfg.fusion_temperature, use_uncertainty=cfg.use_uncertainty_fusion and cfg.use_vae)
+
+    def set_epoch(self, epoch: int):
+        self.epoch = int(epoch)
+        self.modality_dropout.set_epoch(epoch)
+
+    def encode(self, batch):
+        present = presence_mask(batch)                                                     # [B, 3]
+        # absent inputs are zeroed so that NaN/garbage in a masked-out modality cannot reach any gradient
+        inputs = [masked_fill_zero(batch[k], present[:, m]) for m, k in enumerate(MODALITIES)]
+        z, mu, logvar = (torch.stack(t, dim=1) for t in zip(*(enc(x) for enc, x in zip(self.encoders, inputs))))
+        return inputs, present, z, mu, logvar                                              # z, mu, logvar: [B, 3, H]
+
+    def fuse(self, z, mu, logvar, mask):
+        return self.fusion(z, logvar, mask)
+
+    def forward(self, batch):
+        inputs, present, z, mu, logvar = self.encode(batch)
+        # what is dropped is exactly what is fused (the seed fused mu and dropped z: SPEC 6)
+        fuse_mask = any_or_all(self.modality_dropout(present))
+        proxy, weights = self.fuse(z, mu, logvar, fuse_mask)                               # [B, H], [B, 3]
+        features = self.proxy_attention(proxy, z, fuse_mask) if self.proxy_attention is not None else proxy
+        self.last_fusion_weights = weights.detach()
+        if self.training:
+            interloss = self.auxiliary_loss(inputs, present, z, mu, logvar)
+        else:
+            interloss = torch.zeros((), device=features.device)
+        return features, self.fc_out_1(features), self.fc_out_2(features), interloss
+
+    def auxiliary_loss(self, inputs, present, z, mu, logvar):
+        """KL (warmed up), reconstruction and cross-modal KL, over present modalities only."""
+        cfg = self.cfg
+        loss = torch.zeros((), device=z.device)
+        if cfg.use_vae and cfg.kl_weight > 0:
+            warm = min(1.0, (self.epoch + 1) / cfg.kl_warmup) if cfg.kl_warmup > 0 else 1.0
+            loss = loss + cfg.kl_weight * warm * masked_average(kl_to_prior(mu, logvar), present)
+        if cfg.use_vae and cfg.cross_kl_weight > 0:
+            loss = loss + cfg.cross_kl_weight * pairwise_kl(mu, logvar, present)
+        if self.decoders is not None:
+            recon = torch.stack([(dec(z[:, m]) - pooled_input(x)).pow(2).mean(-1)
+                                 for m, (dec, x) in enumerate(zip(self.decoders, inputs))], dim=1)  # [B, 3]
+            loss = loss + cfg.recon_weight * masked_average(recon, present)
+        return loss

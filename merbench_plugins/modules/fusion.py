@@ -1,0 +1,94 @@
+"""Fusion over the modality stack [B, M, H] with a presence mask [B, M].
+
+Missing (or dropped) modalities are excluded from every softmax by the mask, so they get exactly
+zero weight and their input cannot reach the output (SPEC 6: masked, not merely down-weighted).
+"""
+import math
+
+import torch
+import torch.nn as nn
+
+from .masking import any_or_all, masked_fill_zero, masked_softmax
+
+
+def confidence_logits(logvar: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """[B, M, H] log-variances -> [B, M] logits 1 / mean(sigma) / T (P-RMF: confident = low sigma)."""
+    sigma = torch.exp(0.5 * logvar).mean(dim=-1)
+    return 1.0 / (sigma + 1e-6) / temperature
+
+
+class UncertaintyWeightedFusion(nn.Module):
+    """w = softmax over present modalities of the confidence; proxy = sum_m w_m z_m.
+
+    ``use_uncertainty=False`` gives the plain mean of the present modalities (ablation).
+    """
+
+    def __init__(self, temperature: float = 1.0, use_uncertainty: bool = True):
+        super().__init__()
+        self.temperature, self.use_uncertainty = temperature, use_uncertainty
+
+    def weights(self, tokens, logvar, mask):
+        if self.use_uncertainty:
+            logits = confidence_logits(logvar, self.temperature)
+        else:
+            logits = torch.zeros(mask.shape, dtype=tokens.dtype, device=tokens.device)
+        return masked_softmax(logits, mask, dim=1)                                   # [B, M]
+
+    def forward(self, tokens, logvar, mask):
+        w = self.weights(tokens, logvar, mask)
+        return torch.einsum("bm,bmh->bh", w, masked_fill_zero(tokens, mask)), w     # [B, H], [B, M]
+
+
+class GatedUncertaintyFusion(UncertaintyWeightedFusion):
+    """w = alpha * uncertainty weights + (1 - alpha) * softmax(gate MLP over the present means) (V4 seed).
+
+    Both terms are masked softmaxes, so w sums to 1 over the present modalities and is 0 elsewhere;
+    the gate sees missing modalities as zeros, never their input.
+    """
+
+    def __init__(self, hidden_dim: int, num_modalities: int = 3, temperature: float = 1.0,
+                 gate_alpha: float = 0.5, learnable_alpha: bool = False, use_uncertainty: bool = True):
+        super().__init__(temperature, use_uncertainty)
+        self.gate = nn.Sequential(nn.Linear(hidden_dim * num_modalities, hidden_dim), nn.GELU(),
+                                  nn.Dropout(0.1), nn.Linear(hidden_dim, num_modalities))
+        if learnable_alpha:
+            a = min(max(gate_alpha, 1e-4), 1 - 1e-4)
+            self.alpha_logit = nn.Parameter(torch.tensor(math.log(a / (1 - a))))
+        else:
+            self.register_buffer("alpha_logit", None)
+            self.fixed_alpha = float(gate_alpha)
+
+    @property
+    def alpha(self):
+        return torch.sigmoid(self.alpha_logit) if self.alpha_logit is not None else self.fixed_alpha
+
+    def weights(self, tokens, logvar, mask, means=None):
+        means = tokens if means is None else means
+        w_unc = super().weights(tokens, logvar, mask)
+        gate_in = masked_fill_zero(means, mask).flatten(1)                           # [B, M*H]
+        w_gate = masked_softmax(self.gate(gate_in), mask, dim=1)                     # [B, M]
+        return self.alpha * w_unc + (1 - self.alpha) * w_gate
+
+    def forward(self, tokens, logvar, mask, means=None):
+        w = self.weights(tokens, logvar, mask, means)
+        return torch.einsum("bm,bmh->bh", w, masked_fill_zero(tokens, mask)), w
+
+
+class ProxyAttention(nn.Module):
+    """The fused proxy queries the modality stack (key padding = absent modalities); residual + LayerNorm.
+
+    Attending over the stack of tokens (not token-to-token) is what makes this more than a
+    single-element softmax (SPEC 6).
+    """
+
+    def __init__(self, hidden_dim: int, num_heads: int = 4, dropout: float = 0.0):
+        super().__init__()
+        if hidden_dim % num_heads:
+            raise ValueError(f"hidden_dim={hidden_dim} must be divisible by num_attention_heads={num_heads}")
+        self.attn = nn.MultiheadAttention(hidden_dim, num_heads, dropout=dropout, batch_first=True)
+        self.norm = nn.LayerNorm(hidden_dim)
+
+    def forward(self, proxy, tokens, mask):                  # [B, H], [B, M, H], [B, M] -> [B, H]
+        out, _ = self.attn(proxy.unsqueeze(1), masked_fill_zero(tokens, mask), masked_fill_zero(tokens, mask),
+                           key_padding_mask=~any_or_all(mask), need_weights=False)
+        return self.norm(proxy + out.squeeze(1))

@@ -1,0 +1,206 @@
+"""The training loop both runners share: one fold = train with early stopping on the eval metric,
+keep the best checkpoint, then evaluate every test set once on it (not every epoch).
+
+Loaders are any re-iterable of MERBench batches ``(batch, emos, vals, names)``.
+"""
+import contextlib
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..modules.losses import masked_mse
+from .metrics import metric_value
+
+
+def seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def resolve_device(spec) -> torch.device:
+    """'cpu' | 'cuda' | 'cuda:1' | GPU index (int, -1 = CPU). Falls back to CPU, loudly, without CUDA."""
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.lstrip("-").isdigit()):
+        spec = int(spec)
+        spec = "cpu" if spec < 0 else f"cuda:{spec}"
+    if str(spec).startswith("cuda") and not torch.cuda.is_available():
+        print(f"warning: {spec} requested but CUDA is not available; training on CPU")
+        return torch.device("cpu")
+    return torch.device(spec)
+
+
+def autocast(device: torch.device, enabled: bool):
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.cuda.amp.autocast()
+
+
+def grad_scaler(device: torch.device, enabled: bool):
+    enabled = enabled and device.type == "cuda"
+    if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda", enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)
+
+
+def inner_model(model: nn.Module) -> nn.Module:
+    """MERBench wraps models in get_models (``.model``); ours come bare."""
+    return getattr(model, "model", model) if not hasattr(model, "grad_clip") else model
+
+
+def cross_entropy(logits, target):
+    return nn.functional.cross_entropy(logits, target.long())
+
+
+@dataclass
+class TrainOptions:
+    epochs: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    scheduler: str = "cosine"          # cosine | step | none
+    early_stop: int = 20               # patience in epochs (0 = off)
+    emo_weight: float = 1.0
+    val_weight: float = 1.0
+    output_dim1: int = 6
+    output_dim2: int = 1
+    metric_name: str = "emoval"
+    amp: bool = False
+    grad_clip: Optional[float] = None  # None: the model's own grad_clip
+    show_progress: bool = True
+
+
+@dataclass
+class FoldResult:
+    best_epoch: int
+    best_metric: float
+    eval_results: dict
+    test_results: List[dict]
+    history: List[dict] = field(default_factory=list)
+    state_dict: Optional[dict] = None
+    seconds: float = 0.0
+
+
+def make_scheduler(optimizer, kind: str, epochs: int):
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    if kind == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(epochs // 3, 1), gamma=0.1)
+    if kind == "none":
+        return None
+    raise ValueError(f"unknown scheduler {kind!r}: use cosine, step or none")
+
+
+def run_epoch(model, loader, opts: TrainOptions, device, calculate_results, *, optimizer=None, scaler=None,
+              cls_loss=None):
+    """One pass; returns MERBench's save_results dict (names, loss, emoprobs, ..., valmse)."""
+    train = optimizer is not None
+    model.train(train)
+    cls_loss = cls_loss or cross_entropy
+    core = inner_model(model)
+    clip = opts.grad_clip if opts.grad_clip is not None else getattr(core, "grad_clip", -1)
+    names, losses = [], []
+    emo_probs, emo_labels, val_preds, val_labels = [], [], [], []
+    grad_ctx = contextlib.nullcontext() if train else torch.no_grad()
+    with grad_ctx:
+        for batch, emos, vals, bnames in loader:
+            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            emos, vals = emos.to(device), vals.to(device)
+            with autocast(device, opts.amp):
+                _, emos_out, vals_out, interloss = model(batch)
+                loss = interloss.float().reshape(())
+                if opts.output_dim1:
+                    loss = loss + opts.emo_weight * cls_loss(emos_out.float(), emos)
+                if opts.output_dim2:
+                    loss = loss + opts.val_weight * masked_mse(vals_out.float(), vals)
+            if train:
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} (batch of {bnames[0]!r}...); "
+                                             "lower --lr or raise --grad_clip")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if clip is not None and clip > 0:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_value_([p for p in model.parameters() if p.requires_grad], clip)
+                scaler.step(optimizer)
+                scaler.update()
+            losses.append(loss.item())
+            names += list(bnames)
+            if opts.output_dim1:
+                emo_probs.append(torch.softmax(emos_out.detach().float(), dim=-1).cpu().numpy())
+                emo_labels.append(emos.cpu().numpy())
+            if opts.output_dim2:
+                val_preds.append(vals_out.detach().float().cpu().numpy().reshape(-1))
+                val_labels.append(vals.cpu().numpy().reshape(-1))
+    cat = lambda xs: np.concatenate(xs) if xs else []  # noqa: E731
+    results, _ = calculate_results(cat(emo_probs), cat(emo_labels), cat(val_preds), cat(val_labels))
+    return dict(names=names, loss=float(np.mean(losses)) if losses else float("nan"), **results)
+
+
+def train_fold(build_model: Callable[[], nn.Module], train_loader, eval_loader, test_loaders: List, opts: TrainOptions,
+               device, calculate_results, *, desc: str = "fold", keep_state: bool = False) -> FoldResult:
+    """Train one fold with early stopping on ``opts.metric_name``; evaluate tests once on the best epoch."""
+    start = time.time()
+    model = build_model().to(device)
+    core = inner_model(model)
+    cls_loss = core.classification_loss() if hasattr(core, "classification_loss") else None
+    if cls_loss is not None and hasattr(cls_loss, "to"):
+        cls_loss = cls_loss.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    scheduler = make_scheduler(optimizer, opts.scheduler, opts.epochs)
+    scaler = grad_scaler(device, opts.amp)
+    best = (-math.inf, -1, None, None)    # metric, epoch, eval results, state
+    history, bad_epochs = [], 0
+    progress = _progress(range(opts.epochs), desc, opts.show_progress)
+    for epoch in progress:
+        if hasattr(core, "set_epoch"):
+            core.set_epoch(epoch)
+        train_res = run_epoch(model, train_loader, opts, device, calculate_results, optimizer=optimizer,
+                              scaler=scaler, cls_loss=cls_loss)
+        eval_res = run_epoch(model, eval_loader, opts, device, calculate_results, cls_loss=cls_loss)
+        metric = metric_value(eval_res, opts.metric_name)
+        history.append({"epoch": epoch + 1, "train_loss": train_res["loss"], "eval_loss": eval_res["loss"],
+                        "eval_metric": metric, "lr": optimizer.param_groups[0]["lr"]})
+        if scheduler is not None:
+            scheduler.step()
+        if metric > best[0]:
+            best = (metric, epoch, eval_res, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        if hasattr(progress, "set_postfix"):
+            progress.set_postfix(loss=f"{train_res['loss']:.3f}", eval=f"{metric:.4f}", best=f"{best[0]:.4f}@{best[1] + 1}")
+        if opts.early_stop and bad_epochs >= opts.early_stop:
+            break
+    if best[3] is None:
+        raise RuntimeError("no epoch produced a finite eval metric; check the data and --lr")
+    model.load_state_dict(best[3])
+    tests = [run_epoch(model, loader, opts, device, calculate_results, cls_loss=cls_loss) for loader in test_loaders]
+    return FoldResult(best_epoch=best[1] + 1, best_metric=best[0], eval_results=best[2], test_results=tests,
+                      history=history, state_dict=best[3] if keep_state else None, seconds=time.time() - start)
+
+
+def average_folds(fold_results: List[FoldResult], index: int, calculate_results):
+    """MERBench's protocol: average the folds' test predictions (probabilities, valence), then score."""
+    tests = [f.test_results[index] for f in fold_results]
+    emo_labels, val_labels = tests[0].get("emolabels", []), tests[0].get("vallabels", [])
+    emo_probs = np.mean([t["emoprobs"] for t in tests], axis=0) if len(emo_labels) else []
+    val_preds = np.mean([t["valpreds"] for t in tests], axis=0) if len(val_labels) else []
+    return calculate_results(emo_probs, emo_labels, val_preds, val_labels)
+
+
+def _progress(iterable, desc, enabled):
+    if not enabled:
+        return iterable
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is a dependency, but never let a progress bar stop training
+        return iterable
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)

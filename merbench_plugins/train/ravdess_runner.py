@@ -1,0 +1,225 @@
+"""Standalone RAVDESS training over actor-independent folds (no MERBench needed).
+
+    python -m merbench_plugins ravdess-train CACHE_DIR --out OUT [--folds 6] [--classes 4|8] [--fusion gated]
+        [--epochs 30] [--batch_size 16] [--device auto|cpu|cuda] [--amp] [--max_folds N] [model flags ...]
+
+Each fold trains ``ravdess_av`` on its training actors with AdamW and a cosine schedule, stops
+early on the validation actors' macro-F1, then scores its best checkpoint once on its test actors.
+Writes to OUT: ``results.csv`` / ``results.json`` (per fold, mean and std of macro-F1, weighted F1,
+accuracy, UAR), ``history.csv``, ``predictions.csv``, ``confusion.csv`` and, with matplotlib,
+``confusion.png`` and ``curves.png``.
+"""
+import argparse
+import csv
+import os
+import sys
+import time
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+from ..config import RavdessAVConfig
+from ..data.ravdess import RAVDESS, classification_metrics, confusion_matrix
+from ..registry import create_model
+from .engine import TrainOptions, resolve_device, seed_everything, train_fold
+
+METRICS = ("macro_f1", "weighted_f1", "acc", "uar")
+HEADERS = {"macro_f1": "macro-F1", "weighted_f1": "weighted-F1", "acc": "accuracy", "uar": "UAR"}
+DATASET_FLAGS = ("ravdess_cache", "ravdess_classes", "ravdess_folds", "ravdess_val_actors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m merbench_plugins ravdess-train",
+        description="Train and evaluate ravdess_av on a ravdess-prep cache over actor-independent folds; prints "
+                    "per-fold and mean +- std macro-F1, weighted F1, accuracy and UAR and writes them to OUT.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("cache_dir", help="folder written by `python -m merbench_plugins ravdess-prep ROOT CACHE_DIR`")
+    p.add_argument("--out", required=True, help="folder for results, curves, confusion matrix, predictions")
+    p.add_argument("--folds", type=int, default=6, help="actor-independent folds (24 actors: 4 test actors each)")
+    p.add_argument("--val_actors", type=int, default=None,
+                   help="validation actors per fold, the actors after the test group (default: a fold's worth)")
+    p.add_argument("--classes", type=int, choices=[4, 8], default=4,
+                   help="4: neutral/happy/sad/angry; 8: all RAVDESS emotions")
+    p.add_argument("--epochs", type=int, default=30, help="maximum epochs per fold")
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--weight_decay", type=float, default=1e-4, help="AdamW weight decay")
+    p.add_argument("--patience", type=int, default=8, help="early stopping: epochs without a better val macro-F1")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    p.add_argument("--max_folds", type=int, default=None, help="run only the first N folds (quick runs)")
+    p.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--seed", type=int, default=42, help="seed, reset before every fold")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    RavdessAVConfig.add_arguments(p, skip=DATASET_FLAGS)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------------
+# outputs
+
+
+def _write_csv(path: str, header: List[str], rows: List[List]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _actors(actors) -> str:
+    return " ".join(f"{a:02d}" for a in actors)
+
+
+def format_table(folds: List[Dict], mean: Dict, std: Dict) -> str:
+    head = f"{'fold':<6}{'test actors':<14}{'best ep':>8}" + "".join(f"{HEADERS[m]:>18}" for m in METRICS)
+    lines = [head, "-" * len(head)]
+    for row in folds:
+        lines.append(f"{row['fold']:<6}{_actors(row['test_actors']):<14}{row['best_epoch']:>8}" +
+                     "".join(f"{row[m]:>18.4f}" for m in METRICS))
+    lines.append("-" * len(head))
+    lines.append(f"{'mean +- std':<28}" + "".join(f"{mean[m]:.4f} +- {std[m]:.4f}".rjust(18) for m in METRICS))
+    return "\n".join(lines)
+
+
+def save_plots(out: str, history: List[Dict], confusion: np.ndarray, names: List[str]) -> List[str]:
+    """confusion.png (row-normalised) and curves.png; nothing (and a note) without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("note: no PNG plots (pip install merbench-plugins[plot] or matplotlib); the CSV files have the data")
+        return []
+    written = []
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 1.0 * len(names) + 1.5))
+    rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{int(confusion[i, j])}\n{rates[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("test confusion, all folds")
+    fig.tight_layout()
+    written.append(os.path.join(out, "confusion.png"))
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+
+    fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(11, 4))
+    for fold in sorted({h["fold"] for h in history}):
+        rows = [h for h in history if h["fold"] == fold]
+        epochs = [h["epoch"] for h in rows]
+        line, = ax_loss.plot(epochs, [h["train_loss"] for h in rows], label=f"fold {fold} train")
+        ax_loss.plot(epochs, [h["val_loss"] for h in rows], "--", color=line.get_color(), label=f"fold {fold} val")
+        ax_f1.plot(epochs, [h["val_macro_f1"] for h in rows], color=line.get_color(), label=f"fold {fold}")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend(fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+    for ax in (ax_loss, ax_f1):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_f1.set_xlabel("epoch")
+    ax_f1.set_ylabel("validation macro-F1")
+    ax_f1.legend(fontsize=7)
+    fig.tight_layout()
+    written.append(os.path.join(out, "curves.png"))
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    ns = argparse.Namespace(**vars(args))
+    ns.ravdess_cache, ns.ravdess_classes = args.cache_dir, args.classes
+    ns.ravdess_folds, ns.ravdess_val_actors = args.folds, args.val_actors
+    try:
+        data = RAVDESS(ns)                     # sets ns.output_dim1 / output_dim2 / metric_name
+        train_loaders, eval_loaders, _ = data.get_loaders()
+        cfg = RavdessAVConfig.from_args(ns)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    device = resolve_device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    n_folds = min(len(data.folds), args.max_folds or len(data.folds))
+    os.makedirs(args.out, exist_ok=True)
+    opts = TrainOptions(epochs=args.epochs, lr=cfg.lr, weight_decay=args.weight_decay, scheduler="cosine",
+                        early_stop=args.patience, output_dim1=data.num_classes, output_dim2=0, metric_name="emo",
+                        amp=args.amp and device.type == "cuda", show_progress=not args.quiet)
+    print(f"ravdess_av fusion={cfg.fusion} audio_encoder={cfg.audio_encoder} classes={data.class_names} "
+          f"device={device}{' amp' if opts.amp else ''}; {n_folds} of {len(data.folds)} folds")
+
+    fold_rows, history, predictions = [], [], []
+    total_confusion = np.zeros((data.num_classes, data.num_classes), dtype=np.int64)
+    start = time.time()
+    for k in range(n_folds):
+        fold = data.folds[k]
+        seed_everything(args.seed)
+        try:
+            result = train_fold(lambda: create_model("ravdess_av", ns), train_loaders[k], eval_loaders[k],
+                                [data.fold_test_loaders[k]], opts, device, data.calculate_results,
+                                desc=f"fold {k + 1}/{n_folds}")
+        except (ValueError, FileNotFoundError) as err:   # e.g. weights that do not fit
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        test = result.test_results[0]
+        labels = np.asarray(test["emolabels"], dtype=np.int64)
+        probs = np.asarray(test["emoprobs"])
+        preds = probs.argmax(1)
+        metrics = classification_metrics(labels, preds, data.num_classes)
+        total_confusion += confusion_matrix(labels, preds, data.num_classes)
+        row = {"fold": k + 1, "test_actors": list(fold.test), "val_actors": list(fold.val),
+               "train_actors": list(fold.train), "n_train": len(train_loaders[k].sampler),
+               "n_val": len(eval_loaders[k].sampler), "n_test": int(labels.size), "best_epoch": result.best_epoch,
+               "val_macro_f1": float(result.best_metric), "seconds": round(result.seconds, 1), **metrics}
+        fold_rows.append(row)
+        history += [{"fold": k + 1, "epoch": h["epoch"], "train_loss": h["train_loss"], "val_loss": h["eval_loss"],
+                     "val_macro_f1": h["eval_metric"], "lr": h["lr"]} for h in result.history]
+        predictions += [[k + 1, name, data.class_names[y], data.class_names[p]] + [f"{x:.4f}" for x in pr]
+                        for name, y, p, pr in zip(test["names"], labels, preds, probs)]
+        print(f"fold {k + 1}/{n_folds}: test actors {_actors(fold.test)} | best epoch {result.best_epoch} "
+              f"(val macro-F1 {result.best_metric:.4f}) | test " +
+              " ".join(f"{HEADERS[m]} {metrics[m]:.4f}" for m in METRICS) + f" | {result.seconds:.0f} s")
+
+    mean = {m: float(np.mean([r[m] for r in fold_rows])) for m in METRICS}
+    std = {m: float(np.std([r[m] for r in fold_rows])) for m in METRICS}        # population std (ddof=0)
+    print("\n" + format_table(fold_rows, mean, std))
+
+    _write_csv(os.path.join(args.out, "results.csv"),
+               ["fold", "test_actors", "val_actors", "n_train", "n_val", "n_test", "best_epoch", "val_macro_f1",
+                *METRICS, "seconds"],
+               [[r["fold"], _actors(r["test_actors"]), _actors(r["val_actors"]), r["n_train"], r["n_val"], r["n_test"],
+                 r["best_epoch"], f"{r['val_macro_f1']:.4f}", *[f"{r[m]:.4f}" for m in METRICS], r["seconds"]]
+                for r in fold_rows] +
+               [["mean", "", "", "", "", "", "", "", *[f"{mean[m]:.4f}" for m in METRICS], ""],
+                ["std", "", "", "", "", "", "", "", *[f"{std[m]:.4f}" for m in METRICS], ""]])
+    _write_csv(os.path.join(args.out, "history.csv"), ["fold", "epoch", "train_loss", "val_loss", "val_macro_f1", "lr"],
+               [[h["fold"], h["epoch"], f"{h['train_loss']:.5f}", f"{h['val_loss']:.5f}", f"{h['val_macro_f1']:.4f}",
+                 f"{h['lr']:.3g}"] for h in history])
+    _write_csv(os.path.join(args.out, "predictions.csv"),
+               ["fold", "clip", "label", "prediction"] + [f"p_{c}" for c in data.class_names], predictions)
+    _write_csv(os.path.join(args.out, "confusion.csv"), ["true \\ predicted"] + data.class_names,
+               [[c] + list(map(int, total_confusion[i])) for i, c in enumerate(data.class_names)])
+    plots = save_plots(args.out, history, total_confusion, data.class_names)
+    import json
+    summary = {"model": "ravdess_av", "classes": data.class_names, "device": str(device), "amp": opts.amp,
+               "seconds": round(time.time() - start, 1), "config": vars(cfg),
+               "train": {"epochs": args.epochs, "batch_size": args.batch_size, "weight_decay": args.weight_decay,
+                         "patience": args.patience, "seed": args.seed, "folds": len(data.folds), "folds_run": n_folds},
+               "folds": fold_rows, "mean": mean, "std": std, "std_note": "population std over folds (ddof=0)",
+               "metric_note": "macro_f1 = unweighted mean of per-class F1; uar = mean per-class recall",
+               "confusion": total_confusion.tolist()}
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"\nwrote {args.out}/results.csv, results.json, history.csv, predictions.csv, confusion.csv"
+          + "".join(f", {os.path.basename(p)}" for p in plots))
+    return 0

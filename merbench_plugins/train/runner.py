@@ -1,0 +1,190 @@
+"""Standalone runner: MERBench's protocol on a MERBench-layout feature folder, without MERBench.
+
+5-fold CV on train (early stopping on the eval metric), each fold's best checkpoint scores every
+test set once, test predictions are averaged over folds, then scored. Writes MERBench-named result
+files, a JSON summary, and prints a table.
+
+    python -m merbench_plugins train DATA_DIR --model attention_robust_v2[,attention,...] [flags]
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+from .. import registry
+from ..data.merbench_layout import DataError, FeatureDataset, Split
+from . import engine, options, report
+from .metrics import mer_results, summarise
+
+
+class SplitLoader:
+    """Re-iterable batches over an in-memory Split (fresh shuffle each epoch, seeded)."""
+
+    def __init__(self, split: Split, batch_size: int, shuffle: bool = False, seed: int = 0):
+        self.split, self.batch_size, self.shuffle = split, batch_size, shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self):
+        return self.split.batches(self.batch_size, shuffle=self.shuffle, generator=self.generator)
+
+    def __len__(self):
+        return (len(self.split) + self.batch_size - 1) // self.batch_size
+
+
+def fold_indices(n: int, folds: int, seed: int):
+    """MERBench's random_split_indexes: shuffled, K nearly equal folds, the last takes the remainder."""
+    if folds < 2:
+        raise DataError(f"--folds must be at least 2, got {folds}")
+    if n < folds * 2:
+        raise DataError(f"train has {n} samples: too few for {folds}-fold cross-validation")
+    order = np.random.RandomState(seed).permutation(n)
+    size = n // folds
+    parts = [order[size * k: size * (k + 1)] for k in range(folds - 1)] + [order[size * (folds - 1):]]
+    return [(np.concatenate([p for j, p in enumerate(parts) if j != k]), parts[k]) for k in range(folds)]
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m merbench_plugins train",
+                                description="Train and evaluate registered models on a MERBench-layout feature folder "
+                                            "(label*.npz + features/<name>/<id>.npy) with MERBench's protocol.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("data_dir", help="dataset folder (see `python -m merbench_plugins synth` for an example)")
+    p.add_argument("--model", default="attention_robust_v2",
+                   help=f"model name or comma-separated list; registered: {', '.join(registry.list_models())}")
+    g = p.add_argument_group("data")
+    g.add_argument("--audio_feature", help="audio feature folder name (default: from synthetic.json)")
+    g.add_argument("--text_feature", help="text feature folder name")
+    g.add_argument("--video_feature", help="video feature folder name")
+    g.add_argument("--feat_type", default="utt", choices=["utt", "frm_align", "frm_unalign"])
+    g.add_argument("--label_path", help="label npz (default: DATA_DIR/label*.npz)")
+    g.add_argument("--dataset", default="MER2023", help="dataset name used in result file names")
+    g.add_argument("--folds", type=int, default=5, help="cross-validation folds on train")
+    g = p.add_argument_group("run")
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:N")
+    g.add_argument("--out", default="runs", help="output folder (result/, models/, summary JSON)")
+    g.add_argument("--hyper_path", help="YAML with fixed settings per model (MERBench --hyper_path)")
+    g.add_argument("--tune_yaml", help="pick settings at random from this model-tune.yaml grid (MERBench's tuner)")
+    options.add_training_flags(p)
+    options.add_model_flags(p)
+    return p
+
+
+def default_features(args):
+    info_path = os.path.join(args.data_dir, "synthetic.json")
+    if os.path.isfile(info_path) and not all((args.audio_feature, args.text_feature, args.video_feature)):
+        with open(info_path) as f:
+            feats = json.load(f)["features"]
+        level = "UTT" if args.feat_type == "utt" else "FRA"
+        args.audio_feature = args.audio_feature or feats["audio"].replace("-UTT", "-" + level)
+        args.text_feature = args.text_feature or feats["text"].replace("-UTT", "-" + level)
+        args.video_feature = args.video_feature or feats["video"].replace("-UTT", "-" + level)
+
+
+def load_data(args):
+    default_features(args)
+    ds = FeatureDataset(args.data_dir, args.audio_feature, args.text_feature, args.video_feature,
+                        feat_type=args.feat_type, label_path=args.label_path)
+    splits = ds.splits()
+    if "train" not in splits:
+        raise DataError(f"{ds.label_file} has no train_corpus")
+    train = ds.load("train")
+    tests = [ds.load(s) for s in sorted(s for s in splits if s != "train")]
+    for s in [train] + tests:
+        dims = ds.dims(s)
+        if dims != ds.dims(train):
+            raise DataError(f"feature dims of {s.name} {dims} differ from train {ds.dims(train)}")
+    return ds, train, tests
+
+
+def train_model(args, model_name, ds, train, tests, device, stamp):
+    """MERBench's protocol for one model; returns its summary dict."""
+    margs = options.resolve_model_args(args, model_name, hyper_path=args.hyper_path, tune_path=args.tune_yaml,
+                                       seed=args.seed)
+    margs.audio_dim, margs.text_dim, margs.video_dim = ds.dims(train)
+    margs.output_dim1 = ds.num_classes
+    margs.output_dim2 = 1 if train.has_valence else 0
+    margs.metric_name = "emoval" if train.has_valence else "emo"
+    opts = engine.TrainOptions(epochs=args.epochs, lr=margs.lr if margs.lr is not None else 1e-3, weight_decay=args.l2,
+                               scheduler=args.scheduler, early_stop=args.early_stop, emo_weight=args.emo_weight,
+                               val_weight=args.val_weight, output_dim1=margs.output_dim1,
+                               output_dim2=margs.output_dim2, metric_name=margs.metric_name, amp=args.amp,
+                               show_progress=not args.quiet)
+    prefix = report.result_prefix([args.audio_feature, args.text_feature, args.video_feature], args.dataset,
+                                  model_name, args.feat_type)
+    test_loaders = [SplitLoader(t, args.batch_size) for t in tests]
+    folds = []
+    for k, (tr_idx, ev_idx) in enumerate(fold_indices(len(train), args.folds, args.seed)):
+        engine.seed_everything(args.seed + k)
+        result = engine.train_fold(lambda: registry.create_model(model_name, margs),
+                                   SplitLoader(train.subset(tr_idx), args.batch_size, shuffle=True, seed=args.seed + k),
+                                   SplitLoader(train.subset(ev_idx), args.batch_size), test_loaders, opts, device,
+                                   mer_results, desc=f"{model_name} fold {k + 1}/{args.folds}",
+                                   keep_state=args.savemodel)
+        folds.append(result)
+        if args.savemodel:
+            path = os.path.join(args.out, "models", f"{prefix}_fold{k + 1}_{stamp}.pt")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            torch.save({"model": model_name, "args": vars(margs), "fold": k + 1, "state_dict": result.state_dict}, path)
+            result.checkpoint = path
+        if not args.quiet:
+            print(f"  {model_name} fold {k + 1}/{args.folds}: best epoch {result.best_epoch}, "
+                  f"eval {margs.metric_name} {result.best_metric:.4f} ({result.seconds:.1f}s)", flush=True)
+    tests_summary, files = {}, []
+    for j, t in enumerate(tests):
+        results, tag = engine.average_folds(folds, j, mer_results)
+        tests_summary[t.name] = summarise(results)
+        path = report.unique_path(os.path.join(args.out, "result", f"{t.name}_{prefix}_{tag}_{stamp}.npz"))
+        report.atomic_save_npz(path, args=np.array(vars(margs), dtype=object), names=np.array(t.names),
+                               **{k: v for k, v in results.items() if isinstance(v, np.ndarray)})
+        files.append(path)
+    cv = {m: float(np.mean([summarise(f.eval_results)[m] for f in folds])) for m in summarise(folds[0].eval_results)}
+    return {
+        "model": model_name, "dataset": args.dataset, "feat_type": args.feat_type,
+        "features": [args.audio_feature, args.text_feature, args.video_feature],
+        "settings": options.model_settings(margs, model_name), "seed": args.seed, "metric": margs.metric_name,
+        "cv": cv, "tests": tests_summary, "result_files": files,
+        "folds": [{"fold": k + 1, "best_epoch": f.best_epoch, "eval_metric": f.best_metric,
+                   "eval": summarise(f.eval_results), "seconds": f.seconds, "history": f.history,
+                   "tests": {t.name: summarise(r) for t, r in zip(tests, f.test_results)},
+                   "checkpoint": getattr(f, "checkpoint", None)} for k, f in enumerate(folds)],
+        "seconds": float(sum(f.seconds for f in folds)),
+    }
+
+
+def run(args) -> dict:
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    for m in models:
+        registry.get_model_entry(m)            # unknown names fail before any work
+    device = engine.resolve_device(args.device)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    ds, train, tests = load_data(args)
+    stamp = report.timestamp()
+    summaries = {}
+    for m in models:
+        summaries[m] = train_model(args, m, ds, train, tests, device, stamp)
+        path = report.unique_path(os.path.join(args.out, f"summary_{m}_{stamp}.json"))
+        summaries[m]["summary_file"] = report.write_json(path, summaries[m])
+    table = report.comparison_table({m: s["tests"] for m, s in summaries.items()}, [t.name for t in tests])
+    report.atomic_write_text(report.unique_path(os.path.join(args.out, f"summary_{stamp}.md")), table + "\n")
+    print(table)
+    return summaries
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (DataError, KeyError, FloatingPointError, ValueError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

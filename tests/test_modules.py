@@ -1,0 +1,230 @@
+"""Properties of the building blocks and of the V2/V4 switches."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from merbench_plugins import create_model
+from merbench_plugins.modules.fusion import GatedUncertaintyFusion, UncertaintyWeightedFusion
+from merbench_plugins.modules.losses import (FocalLabelSmoothingLoss, FocalLoss, LabelSmoothingCrossEntropy,
+                                             ModalityContrastiveLoss, kl_to_prior, masked_mse, pairwise_kl)
+from merbench_plugins.modules.masking import ModalityDropout, frame_mask, masked_softmax, presence_mask
+from conftest import model_args, random_batch
+
+
+def test_presence_mask_zero_inputs_and_explicit_masks():
+    batch = random_batch(batch=4)
+    batch["texts"][1] = 0
+    assert presence_mask(batch).tolist()[1] == [True, False, True]
+    batch["masks"] = torch.tensor([[1, 1, 0]] * 4)
+    assert presence_mask(batch)[:, 2].sum() == 0
+
+
+def test_frame_mask_marks_front_padding():
+    x = torch.randn(2, 5, 3)
+    x[0, :2] = 0
+    assert frame_mask(x).tolist() == [[False, False, True, True, True], [True] * 5]
+
+
+def test_masked_softmax_exact_zero_and_nan_free_gradient():
+    logits = torch.randn(3, 3, requires_grad=True)
+    mask = torch.tensor([[1, 0, 1], [0, 0, 0], [1, 1, 1]], dtype=torch.bool)
+    w = masked_softmax(logits, mask)
+    assert w[0, 1] == 0 and torch.equal(w[1], torch.zeros(3))
+    assert torch.allclose(w[[0, 2]].sum(1), torch.ones(2))
+    w.sum().backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_modality_dropout_never_removes_all_and_follows_warmup():
+    torch.manual_seed(0)
+    drop = ModalityDropout(p=0.9, warmup=10).train()
+    present = torch.rand(4000, 3) > 0.3
+    present[0] = False
+    for epoch, expected in [(0, 0.0), (5, 0.45), (10, 0.9), (30, 0.9)]:
+        drop.set_epoch(epoch)
+        assert drop.rate == pytest.approx(expected)
+        keep = drop(present)
+        assert not (keep & ~present).any()                          # never adds a modality
+        assert keep[present.any(1)].any(1).all()                    # never removes every one
+    drop.set_epoch(10)
+    keep = drop(present)
+    full = present.all(1)
+    # with 3 present and p=0.9, a modality survives w.p. ~0.1 (plus rescues): far below 1
+    assert keep[full].float().mean() < 0.5
+    assert torch.equal(drop.eval()(present), present)              # identity in eval
+
+
+def test_kl_zero_when_posterior_is_prior():
+    mu, logvar = torch.zeros(4, 3, 8), torch.zeros(4, 3, 8)
+    assert torch.allclose(kl_to_prior(mu, logvar), torch.zeros(4, 3))
+    assert kl_to_prior(torch.ones(1, 8), torch.zeros(1, 8)).item() == pytest.approx(0.5)
+    assert pairwise_kl(mu, logvar, torch.ones(4, 3, dtype=torch.bool)).item() == 0
+    mu2 = torch.randn(4, 3, 8)
+    only_one = torch.tensor([[1, 0, 0]] * 4, dtype=torch.bool)      # no present pair -> no cross-KL
+    assert pairwise_kl(mu2, logvar, only_one).item() == 0
+    assert pairwise_kl(mu2, logvar, torch.ones(4, 3, dtype=torch.bool)).item() > 0
+
+
+def test_masked_mse_skips_unknown_valence():
+    pred, target = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, -10.0, 1.0])
+    assert masked_mse(pred, target).item() == pytest.approx(2.0)
+    assert masked_mse(pred, torch.full((3,), -10.0)).item() == 0
+
+
+@pytest.mark.parametrize("fusion", [UncertaintyWeightedFusion(), GatedUncertaintyFusion(8)])
+def test_fusion_missing_modality_gets_zero_weight_and_no_influence(fusion):
+    torch.manual_seed(0)
+    fusion.eval()
+    tokens, logvar = torch.randn(5, 3, 8), torch.randn(5, 3, 8)
+    mask = torch.tensor([[1, 0, 1]] * 5, dtype=torch.bool)
+    fused, w = fusion(tokens, logvar, mask)
+    assert torch.all(w[:, 1] == 0)
+    assert torch.allclose(w.sum(1), torch.ones(5))
+    garbage = tokens.clone()
+    garbage[:, 1] = float("nan")
+    logvar2 = logvar.clone()
+    logvar2[:, 1] = 1e3
+    fused2, w2 = fusion(garbage, logvar2, mask)
+    assert torch.allclose(fused, fused2) and torch.allclose(w, w2)
+
+
+def test_uncertainty_fusion_prefers_confident_modality():
+    tokens = torch.randn(2, 3, 4)
+    logvar = torch.stack([torch.full((2, 4), -2.0), torch.full((2, 4), 2.0), torch.zeros(2, 4)], dim=1)
+    _, w = UncertaintyWeightedFusion()(tokens, logvar, torch.ones(2, 3, dtype=torch.bool))
+    assert (w[:, 0] > w[:, 2]).all() and (w[:, 2] > w[:, 1]).all()
+
+
+@pytest.mark.parametrize("name", ["attention_robust_v2", "attention_robust_v4"])
+@pytest.mark.parametrize("feat_type", ["utt", "frm_unalign"])
+def test_model_output_ignores_missing_modality_input(name, feat_type):
+    torch.manual_seed(0)
+    model = create_model(name, model_args(feat_type)).eval()
+    batch = random_batch(feat_type=feat_type)
+    batch["masks"] = torch.tensor([[1, 0, 1]] * 6)
+    other = dict(batch, texts=torch.randn_like(batch["texts"]) * 100)
+    with torch.no_grad():
+        out, out_other = model(batch), model(other)
+        weights = model.last_fusion_weights
+    assert torch.all(weights[:, 1] == 0)
+    for a, b in zip(out, out_other):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_v2_dropout_reaches_the_fusion():
+    """The seed dropped z but fused mu; here a dropped modality must get zero fusion weight."""
+    torch.manual_seed(0)
+    model = create_model("attention_robust_v2", model_args(modality_dropout=0.9, modality_dropout_warmup=0)).train()
+    model(random_batch(batch=64))
+    w = model.last_fusion_weights
+    assert (w == 0).any(1).float().mean() > 0.5          # most samples had a modality dropped from the fusion
+    assert ((w > 0).sum(1) >= 1).all()
+
+
+def components(model):
+    return {n.split(".")[0] for n, _ in model.named_parameters()}
+
+
+@pytest.mark.parametrize("flag,module", [
+    ({"use_proxy_attention": False}, "proxy_attention"),
+    ({"recon_weight": 0.0}, "decoders"),
+    ({"use_contrastive": False}, "contrastive"),
+])
+def test_flags_remove_their_component(flag, module):
+    full = create_model("attention_robust_v4", model_args())
+    ablated = create_model("attention_robust_v4", model_args(**flag))
+    assert module in components(full) and module not in components(ablated)
+
+
+def test_no_vae_is_deterministic_and_has_no_kl():
+    model = create_model("attention_robust_v2", model_args(use_vae=False, recon_weight=0.0,
+                                                           use_modality_dropout=False)).train()
+    assert not any("to_logvar" in n for n, _ in model.named_parameters())
+    torch.manual_seed(1)
+    batch = random_batch()
+    a = model(batch)
+    assert a[3].item() == 0.0                                # no KL, no cross-KL, no reconstruction
+    model.eval()
+    assert torch.allclose(model(batch)[0], model(batch)[0])
+
+
+def test_no_modality_dropout_keeps_everything():
+    model = create_model("attention_robust_v2", model_args(use_modality_dropout=False)).train()
+    model.set_epoch(100)
+    model(random_batch(batch=32))
+    assert (model.last_fusion_weights > 0).all()
+
+
+def test_v4_with_new_flags_off_is_v2():
+    off = dict(use_contrastive=False, use_gated_fusion=False, focal_gamma=0.0, label_smoothing=0.0,
+               improved_encoder=False)
+    torch.manual_seed(0)
+    v2 = create_model("attention_robust_v2", model_args())
+    torch.manual_seed(0)
+    v4 = create_model("attention_robust_v4", model_args(**off))
+    assert v2.state_dict().keys() == v4.state_dict().keys()
+    assert all(torch.equal(v2.state_dict()[k], v4.state_dict()[k]) for k in v2.state_dict())
+    batch = random_batch()
+    v2.train(), v4.train()
+    torch.manual_seed(3)
+    out2 = v2(batch)
+    torch.manual_seed(3)
+    out4 = v4(batch)
+    for a, b in zip(out2, out4):
+        assert torch.allclose(a, b)
+    logits, y = torch.randn(6, 6), torch.randint(0, 6, (6,))
+    assert torch.allclose(v4.classification_loss()(logits, y), F.cross_entropy(logits, y))
+
+
+def test_focal_gamma0_and_smoothing0_equal_ce():
+    torch.manual_seed(0)
+    logits, y = torch.randn(16, 5), torch.randint(0, 5, (16,))
+    ce = F.cross_entropy(logits, y)
+    assert torch.allclose(FocalLoss(gamma=0)(logits, y), ce)
+    assert torch.allclose(LabelSmoothingCrossEntropy(smoothing=0)(logits, y), ce)
+    assert torch.allclose(FocalLabelSmoothingLoss(0, 0)(logits, y), ce)
+    w = torch.rand(5)
+    assert torch.allclose(FocalLoss(0, class_weights=w)(logits, y), F.cross_entropy(logits, y, weight=w))
+    # focusing lowers the loss of easy (confident, correct) samples the most
+    easy = torch.zeros(1, 5)
+    easy[0, 0] = 8.0
+    assert FocalLoss(2.0)(easy, torch.tensor([0])) < 1e-3 * F.cross_entropy(easy, torch.tensor([0]))
+    # smoothing penalises over-confidence
+    assert LabelSmoothingCrossEntropy(0.1)(easy, torch.tensor([0])) > F.cross_entropy(easy, torch.tensor([0]))
+
+
+def test_contrastive_prefers_aligned_pairs_and_ignores_missing():
+    torch.manual_seed(0)
+    loss = ModalityContrastiveLoss(hidden_dim=8, proj_dim=8)
+    base = torch.randn(32, 1, 8)
+    aligned = base.repeat(1, 3, 1) + 0.01 * torch.randn(32, 3, 8)
+    shuffled = aligned.clone()
+    shuffled[:, 1] = aligned[torch.randperm(32), 1]
+    shuffled[:, 2] = aligned[torch.randperm(32), 2]
+    # identical projection heads so that "aligned" really is aligned after projection
+    for p in loss.proj[1:]:
+        p.load_state_dict(loss.proj[0].state_dict())
+    mask = torch.ones(32, 3, dtype=torch.bool)
+    assert loss(aligned, mask) < loss(shuffled, mask)
+    # a missing side takes no part: garbage in a masked modality changes nothing
+    mask[:, 2] = False
+    garbage = aligned.clone()
+    garbage[:, 2] = torch.randn(32, 8) * 100
+    assert torch.allclose(loss(aligned, mask), loss(garbage, mask))
+    mask[:] = False
+    out = loss(aligned.requires_grad_(), mask)
+    out.backward()
+    assert out.item() == 0 and torch.isfinite(aligned.grad).all()
+
+
+def test_gated_fusion_weights_sum_to_one_over_present():
+    torch.manual_seed(0)
+    fusion = GatedUncertaintyFusion(8, gate_alpha=0.3, learnable_alpha=True)
+    mask = torch.rand(50, 3) > 0.4
+    mask[:, 0] |= ~mask.any(1)
+    _, w = fusion(torch.randn(50, 3, 8), torch.randn(50, 3, 8), mask)
+    assert torch.allclose(w.sum(1), torch.ones(50), atol=1e-6)
+    assert torch.all(w[~mask] == 0)
+    assert float(fusion.alpha) == pytest.approx(0.3, abs=1e-4)
