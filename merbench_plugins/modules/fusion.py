@@ -75,20 +75,22 @@ class GatedUncertaintyFusion(UncertaintyWeightedFusion):
 
 
 class ProxyAttention(nn.Module):
-    """The fused proxy queries the modality stack (key padding = absent modalities); residual + LayerNorm.
+    """The fused proxy queries the modality stack (key padding = absent modalities), pre-norm residual.
 
     Attending over the stack of tokens (not token-to-token) is what makes this more than a
-    single-element softmax (SPEC 6).
+    single-element softmax (SPEC 6). Pre-norm keeps the residual path un-normalised: a post-norm
+    here squashed the scale the valence regressor needs.
     """
 
     def __init__(self, hidden_dim: int, num_heads: int = 4, dropout: float = 0.0):
         super().__init__()
         if hidden_dim % num_heads:
             raise ValueError(f"hidden_dim={hidden_dim} must be divisible by num_attention_heads={num_heads}")
+        self.norm_query, self.norm_tokens = nn.LayerNorm(hidden_dim), nn.LayerNorm(hidden_dim)
         self.attn = nn.MultiheadAttention(hidden_dim, num_heads, dropout=dropout, batch_first=True)
-        self.norm = nn.LayerNorm(hidden_dim)
 
     def forward(self, proxy, tokens, mask):                  # [B, H], [B, M, H], [B, M] -> [B, H]
-        out, _ = self.attn(proxy.unsqueeze(1), masked_fill_zero(tokens, mask), masked_fill_zero(tokens, mask),
+        kv = self.norm_tokens(masked_fill_zero(tokens, mask))
+        out, _ = self.attn(self.norm_query(proxy).unsqueeze(1), kv, kv,
                            key_padding_mask=~any_or_all(mask), need_weights=False)
-        return self.norm(proxy + out.squeeze(1))
+        return proxy + out.squeeze(1)

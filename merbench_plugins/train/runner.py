@@ -126,7 +126,7 @@ def train_model(args, model_name, ds, train, tests, device, stamp):
                                    keep_state=args.savemodel)
         folds.append(result)
         if args.savemodel:
-            path = os.path.join(args.out, "models", f"{prefix}_fold{k + 1}_{stamp}.pt")
+            path = os.path.abspath(os.path.join(args.out, "models", f"{prefix}_fold{k + 1}_{stamp}.pt"))
             os.makedirs(os.path.dirname(path), exist_ok=True)
             torch.save({"model": model_name, "args": vars(margs), "fold": k + 1, "state_dict": result.state_dict}, path)
             result.checkpoint = path

@@ -1,0 +1,187 @@
+"""`main-robust.py` inside a MERBench checkout: MERBench's own data pipeline and models, our loop.
+
+A superset of ``main-release.py``: same flags, same result files (``result/test{k}_...npz``), plus
+every registry flag, AdamW, LR schedule, early stopping, seeds, the ``set_epoch`` hook, the model's
+own classification loss, valence -10 masked out of losses and metrics, ``--gpu -1`` / no CUDA -> CPU,
+``--amp``, progress bars and a JSON summary. Run from the MERBench root (the installed launcher is).
+"""
+import argparse
+import os
+import re
+import sys
+import time
+
+import numpy as np
+import torch
+
+from . import engine, options, report
+from .metrics import MISSING_VALENCE, summarise
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="main-robust.py", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("MERBench (main-release.py) flags")
+    g.add_argument("--dataset", default=None, help="MER2023, IEMOCAPFour, IEMOCAPSix, CMUMOSI, CMUMOSEI, SIMS, SIMSv2, MELD, ...")
+    g.add_argument("--train_dataset", default=None, help="cross-corpus: train dataset")
+    g.add_argument("--test_dataset", default=None, help="cross-corpus: test dataset")
+    g.add_argument("--save_root", default="./saved", help="where result/ and model/ go")
+    g.add_argument("--debug", action="store_true", help="MERBench debug mode (first 100 samples)")
+    g.add_argument("--savemodel", action="store_true", help="save the best checkpoint of every fold")
+    g.add_argument("--save_iters", type=int, default=int(1e8), help="(accepted for compatibility)")
+    g.add_argument("--audio_feature", default=None)
+    g.add_argument("--text_feature", default=None)
+    g.add_argument("--video_feature", default=None)
+    g.add_argument("--feat_type", default=None, help="utt, frm_align or frm_unalign")
+    g.add_argument("--feat_scale", type=int, default=None, help="pre-compress frames by this factor")
+    g.add_argument("--e2e_name", default=None)
+    g.add_argument("--e2e_dim", type=int, default=None)
+    g.add_argument("--n_classes", type=int, default=None)
+    g.add_argument("--hyper_path", default=None, help="fixed hyper-parameters (else a random pick from --tune_yaml)")
+    g.add_argument("--model", default=None, help="any MERBench model or one of ours")
+    g.add_argument("--lr_adjust", default="case1", help="(accepted for compatibility; one LR for all)")
+    g.add_argument("--batch_size", type=int, default=32)
+    g.add_argument("--num_workers", type=int, default=0)
+    g.add_argument("--epochs", type=int, default=100)
+    g.add_argument("--print_iters", type=int, default=int(1e8), help="(accepted for compatibility)")
+    g.add_argument("--gpu", type=int, default=0, help="GPU id; -1 = CPU (also used when CUDA is missing)")
+    g.add_argument("--l2", type=float, default=1e-5, help="AdamW weight decay")
+    g = p.add_argument_group("merbench-plugins training flags")
+    g.add_argument("--tune_yaml", default="toolkit/model-tune.yaml", help="grids for the random pick")
+    g.add_argument("--scheduler", default="cosine", choices=["cosine", "step", "none"])
+    g.add_argument("--early_stop", type=int, default=20, help="patience in epochs (0 = off, like main-release)")
+    g.add_argument("--emo_weight", type=float, default=1.0)
+    g.add_argument("--val_weight", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--amp", action="store_true", help="mixed precision on GPU")
+    g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    options.add_model_flags(p)
+    return p
+
+
+def masked_calculate_results(calculate_results):
+    """Wrap a MERBench dataloader's calculate_results so unknown valence (-10) never enters the MSE."""
+    def calc(emo_probs=(), emo_labels=(), val_preds=(), val_labels=()):
+        if len(val_labels):
+            val_preds, val_labels = np.asarray(val_preds).reshape(-1), np.asarray(val_labels).reshape(-1)
+            known = val_labels != MISSING_VALENCE
+            if not known.any():   # no valence at all (MER2023 test3): score emotions, report val as nan
+                results, text = calculate_results(emo_probs, emo_labels, np.zeros(1), np.zeros(1))
+                results.update(valmse=float("nan"), valpreds=val_preds, vallabels=val_labels)
+                return results, re.sub(r"val:[-0-9.e+]+", "val:nan", text)
+            if not known.all():
+                results, text = calculate_results(emo_probs, emo_labels, val_preds[known], val_labels[known])
+                results.update(valpreds=val_preds, vallabels=val_labels)
+                return results, text
+        return calculate_results(emo_probs, emo_labels, val_preds, val_labels)
+    return calc
+
+
+def cpu_cuda_shim():
+    """Upstream models hard-code ``.cuda()`` (e.g. attention's interloss). On a CPU-only run, make
+    Tensor.cuda / Module.cuda no-ops so that every MERBench model still trains with ``--gpu -1``."""
+    if torch.cuda.is_available():
+        return
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    torch.nn.Module.cuda = lambda self, *args, **kwargs: self
+    print("note: no CUDA here; .cuda() calls in MERBench models are no-ops for this run")
+
+
+def prepare_args(args):
+    """main-release.py's pre-analysis: feat_scale per feat_type and the save_root suffix."""
+    if args.model is None or args.dataset is None and args.train_dataset is None:
+        raise SystemExit("error: --model and --dataset are required (see --help)")
+    if args.feat_scale is None:
+        args.feat_scale = {"utt": 1, "frm_align": 6, "frm_unalign": 12}.get(args.feat_type, 1)
+    if args.train_dataset is not None:
+        args.save_root = f"{args.save_root}-cross"
+    features = [f for f in (args.audio_feature, args.text_feature, args.video_feature) if f is not None]
+    suffix = {0: "-others", 1: "-unimodal", 2: "-bimodal", 3: "-trimodal"}[len(set(features))]
+    args.save_root = args.save_root + suffix
+    return features
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    features = prepare_args(args)
+    if not os.path.isdir("toolkit") or not os.path.isfile("config.py"):
+        raise SystemExit("error: run main-robust.py from the MERBench root (the folder with toolkit/ and config.py)")
+    sys.path.insert(0, os.getcwd())
+    import config  # MERBench's global config (paths); noqa: E402
+    from toolkit.dataloader import get_dataloaders
+    from toolkit.models import get_models
+
+    device = engine.resolve_device(args.gpu)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    else:
+        cpu_cuda_shim()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    engine.seed_everything(args.seed)
+    hyper_path = args.hyper_path
+    tune_path = None if hyper_path else args.tune_yaml
+    args = options.resolve_model_args(args, args.model, hyper_path=hyper_path, tune_path=tune_path, seed=args.seed)
+    config.dataset = args.dataset
+    print("args:", args, flush=True)
+
+    result_dir, model_dir = os.path.join(args.save_root, "result"), os.path.join(args.save_root, "model")
+    os.makedirs(result_dir, exist_ok=True)
+    os.makedirs(model_dir, exist_ok=True)
+    prefix = report.result_prefix(features, args.dataset, args.model, args.feat_type, args.e2e_name)
+    if args.train_dataset is not None:
+        prefix += f"_train:{args.train_dataset}_test:{args.test_dataset}"
+
+    print("====== Reading Data =======", flush=True)
+    dataloader_class = get_dataloaders(args)
+    train_loaders, eval_loaders, test_loaders = dataloader_class.get_loaders()
+    args.audio_dim, args.text_dim, args.video_dim = train_loaders[0].dataset.get_featdim()
+    calc = masked_calculate_results(dataloader_class.calculate_results)
+    opts = engine.TrainOptions(epochs=args.epochs, lr=args.lr if args.lr is not None else 1e-3, weight_decay=args.l2,
+                               scheduler=args.scheduler, early_stop=args.early_stop, emo_weight=args.emo_weight,
+                               val_weight=args.val_weight, output_dim1=args.output_dim1, output_dim2=args.output_dim2,
+                               metric_name=args.metric_name, amp=args.amp, show_progress=not args.quiet)
+
+    print("====== Training and Evaluation =======", flush=True)
+    folds, name_time = [], time.time()
+    for k in range(len(train_loaders)):
+        engine.seed_everything(args.seed + k)
+        fold = engine.train_fold(lambda: get_models(args), train_loaders[k], eval_loaders[k], test_loaders, opts,
+                                 device, calc, desc=f"{args.model} fold {k + 1}/{len(train_loaders)}",
+                                 keep_state=args.savemodel)
+        if args.savemodel:
+            fold.checkpoint = os.path.abspath(os.path.join(model_dir, f"{prefix}_fold{k + 1}_{name_time}.pt"))
+            torch.save({"model": args.model, "args": vars(args), "fold": k + 1, "state_dict": fold.state_dict},
+                       fold.checkpoint)
+        folds.append(fold)
+        print(f">>>>> fold {k + 1}: best epoch {fold.best_epoch}, eval {args.metric_name} {fold.best_metric:.4f}, "
+              f"{fold.seconds:.1f}s", flush=True)
+
+    print("====== Prediction and Saving =======", flush=True)
+    args.duration = float(sum(f.seconds for f in folds))
+    cv = {m: float(np.mean([summarise(f.eval_results)[m] for f in folds])) for m in summarise(folds[0].eval_results)}
+    cv_tag = "_".join(f"{n}:{cv[m]:.4f}" for m, n in (("f1", "f1"), ("acc", "acc"), ("val_mse", "val")) if m in cv)
+    path = f"{result_dir}/cv_{prefix}_{cv_tag}_{name_time}.npz"
+    report.atomic_save_npz(path, args=np.array(args, dtype=object))
+    print(f"save results in {path}")
+    tests = {}
+    for j in range(len(test_loaders)):
+        results, tag = engine.average_folds(folds, j, calc)
+        tests[f"test{j + 1}"] = summarise(results)
+        path = f"{result_dir}/test{j + 1}_{prefix}_{tag}_{name_time}.npz"
+        report.atomic_save_npz(path, args=np.array(args, dtype=object))
+        print(f"save results in {path}")
+    summary = {"model": args.model, "dataset": args.dataset, "features": features, "feat_type": args.feat_type,
+               "settings": options.model_settings(args, args.model), "seed": args.seed, "cv": cv, "tests": tests,
+               "folds": [{"fold": k + 1, "best_epoch": f.best_epoch, "eval_metric": f.best_metric,
+                          "eval": summarise(f.eval_results), "seconds": f.seconds, "history": f.history,
+                          "checkpoint": getattr(f, "checkpoint", None)} for k, f in enumerate(folds)]}
+    path = report.write_json(report.unique_path(os.path.join(args.save_root, "summary", f"{prefix}_{name_time}.json")), summary)
+    print(report.comparison_table({args.model: tests}, list(tests)))
+    print(f"summary: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

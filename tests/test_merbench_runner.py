@@ -1,0 +1,84 @@
+"""main-robust.py end to end inside an installed MERBench-shaped tree, on generated features."""
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from merbench_plugins.installer import cli as install_cli
+from merbench_plugins.train.merbench_runner import masked_calculate_results
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "merbench_tree"
+
+
+@pytest.fixture
+def installed_tree(tmp_path, tiny_data):
+    root = tmp_path / "MERBench"
+    shutil.copytree(FIXTURE, root)
+    assert install_cli.main([str(root)]) == 0
+    return root
+
+
+def main_robust(root, tiny_data, *extra):
+    env = dict(os.environ, MERBENCH_FIXTURE_DATA=str(tiny_data), PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "main-robust.py", "--dataset", "MER2023", "--gpu", "-1", "--epochs", "2", "--quiet",
+           "--threads", "1", *extra]
+    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("model,feat", [("attention_robust_v2", "UTT"), ("attention_robust_v4", "FRA")])
+def test_main_robust_trains_our_model_and_writes_merbench_results(installed_tree, tiny_data, model, feat):
+    feat_type = "utt" if feat == "UTT" else "frm_unalign"
+    proc = main_robust(installed_tree, tiny_data, "--model", model, "--feat_type", feat_type,
+                       "--audio_feature", f"chinese-hubert-large-{feat}", "--text_feature", f"Baichuan-13B-Base-{feat}",
+                       "--video_feature", f"clip-vit-large-patch14-{feat}", "--kl_weight", "0.02", "--savemodel")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = sorted(os.path.basename(p) for p in glob.glob(str(installed_tree / "saved-trimodal" / "result" / "*.npz")))
+    assert [r.split("_")[0] for r in results] == ["cv", "test1", "test2", "test3"]
+    assert f"_model:{model}+{feat_type}+None_f1:" in results[1]
+    assert "_val:nan_" in results[3]                 # test3 has no valence: not scored against -10
+    summary = json.load(open(glob.glob(str(installed_tree / "saved-trimodal" / "summary" / "*.json"))[0]))
+    assert summary["settings"]["kl_weight"] == 0.02
+    assert len(summary["folds"]) == 5 and all(os.path.isfile(f["checkpoint"]) for f in summary["folds"])
+    args = np.load(glob.glob(str(installed_tree / "saved-trimodal" / "result" / "test1_*.npz"))[0],
+                   allow_pickle=True)["args"].item()
+    assert args.model == model and args.audio_dim == 12
+
+
+def test_main_robust_trains_merbench_own_model(installed_tree, tiny_data):
+    proc = main_robust(installed_tree, tiny_data, "--model", "attention", "--feat_type", "utt",
+                       "--audio_feature", "chinese-hubert-large-UTT", "--text_feature", "Baichuan-13B-Base-UTT",
+                       "--video_feature", "clip-vit-large-patch14-UTT")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(glob.glob(str(installed_tree / "saved-trimodal" / "result" / "test*_*model:attention+utt*.npz"))) == 3
+
+
+def test_main_robust_help_and_outside_merbench(installed_tree, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, str(installed_tree / "main-robust.py"), "--help"], cwd=installed_tree,
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0 and "--use_proxy_attention" in proc.stdout and "--hyper_path" in proc.stdout
+    proc = subprocess.run([sys.executable, str(installed_tree / "main-robust.py"), "--model", "attention_robust_v2",
+                           "--dataset", "MER2023"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and "run main-robust.py from the MERBench root" in proc.stderr
+
+
+def test_masked_calculate_results_drops_unknown_valence():
+    seen = {}
+
+    def calc(emo_probs, emo_labels, val_preds, val_labels):
+        seen["vals"] = np.asarray(val_labels)
+        mse = float(np.mean((np.asarray(val_preds) - np.asarray(val_labels)) ** 2))
+        return {"valmse": mse}, f"f1:0.5000_acc:0.5000_val:{mse:.4f}"
+
+    calc_masked = masked_calculate_results(calc)
+    res, text = calc_masked([], [], [1.0, 2.0, 5.0], [1.0, -10.0, 3.0])
+    assert list(seen["vals"]) == [1.0, 3.0] and res["valmse"] == 2.0
+    res, text = calc_masked([], [], [1.0, 2.0], [-10.0, -10.0])
+    assert np.isnan(res["valmse"]) and text.endswith("val:nan")
