@@ -82,3 +82,17 @@ def test_masked_calculate_results_drops_unknown_valence():
     assert list(seen["vals"]) == [1.0, 3.0] and res["valmse"] == 2.0
     res, text = calc_masked([], [], [1.0, 2.0], [-10.0, -10.0])
     assert np.isnan(res["valmse"]) and text.endswith("val:nan")
+
+
+def test_main_robust_robust_eval(installed_tree, tiny_data):
+    proc = main_robust(installed_tree, tiny_data, "--model", "attention_robust_v2", "--feat_type", "utt",
+                       "--audio_feature", "chinese-hubert-large-UTT", "--text_feature", "Baichuan-13B-Base-UTT",
+                       "--video_feature", "clip-vit-large-patch14-UTT", "--epochs", "1", "--robust_eval",
+                       "--robust_kinds", "subset")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.load(open(glob.glob(str(installed_tree / "saved-trimodal" / "summary" / "*.json"))[0]))
+    rows = summary["robust"]
+    assert len(rows) == 3 * 7                                   # 3 test sets x 7 subsets
+    full = [r for r in rows if r["test"] == "test1" and r["condition"] == "ATV"][0]
+    assert abs(full["f1"] - summary["tests"]["test1"]["f1"]) < 1e-9
+    assert glob.glob(str(installed_tree / "saved-trimodal" / "robust" / "*.csv"))

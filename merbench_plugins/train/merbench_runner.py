@@ -56,6 +56,7 @@ def build_parser():
     g.add_argument("--amp", action="store_true", help="mixed precision on GPU")
     g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    options.add_robust_flags(p)
     options.add_model_flags(p)
     return p
 
@@ -149,7 +150,7 @@ def main(argv=None):
         engine.seed_everything(args.seed + k)
         fold = engine.train_fold(lambda: get_models(args), train_loaders[k], eval_loaders[k], test_loaders, opts,
                                  device, calc, desc=f"{args.model} fold {k + 1}/{len(train_loaders)}",
-                                 keep_state=args.savemodel)
+                                 keep_state=args.savemodel or args.robust_eval)
         if args.savemodel:
             fold.checkpoint = os.path.abspath(os.path.join(model_dir, f"{prefix}_fold{k + 1}_{name_time}.pt"))
             torch.save({"model": args.model, "args": vars(args), "fold": k + 1, "state_dict": fold.state_dict},
@@ -177,6 +178,22 @@ def main(argv=None):
                "folds": [{"fold": k + 1, "best_epoch": f.best_epoch, "eval_metric": f.best_metric,
                           "eval": summarise(f.eval_results), "seconds": f.seconds, "history": f.history,
                           "checkpoint": getattr(f, "checkpoint", None)} for k, f in enumerate(folds)]}
+    if args.robust_eval:
+        from collections import OrderedDict
+        from . import robust_eval
+        models = []
+        for f in folds:
+            model = get_models(args).to(device)
+            model.load_state_dict(f.state_dict)
+            models.append(model)
+        rows = robust_eval.robust_evaluate(
+            models, OrderedDict((f"test{j + 1}", loader) for j, loader in enumerate(test_loaders)), device,
+            calculate_results=calc, conditions=robust_eval.all_conditions(args.robust_kinds.split(",")),
+            seed=args.seed, with_masks=robust_eval.registry_model(args.model), output_dim1=args.output_dim1,
+            output_dim2=args.output_dim2, model_name=args.model, progress=not args.quiet)
+        summary["robust"] = rows
+        paths = robust_eval.write_reports(rows, os.path.join(args.save_root, "robust"), f"robust_{prefix}_{name_time}")
+        print("robust evaluation: " + ", ".join(paths.values()))
     path = report.write_json(report.unique_path(os.path.join(args.save_root, "summary", f"{prefix}_{name_time}.json")), summary)
     print(report.comparison_table({args.model: tests}, list(tests)))
     print(f"summary: {path}")

@@ -36,6 +36,14 @@ def add_training_flags(parser: argparse.ArgumentParser, *, merbench: bool = Fals
                    help="CPU threads for torch (small feature models train fastest single-threaded; 0 = torch's default)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--savemodel", action="store_true", help="save the best checkpoint of every fold")
+    return add_robust_flags(parser)
+
+
+def add_robust_flags(parser: argparse.ArgumentParser):
+    g = parser.add_argument_group("robust evaluation")
+    g.add_argument("--robust_eval", action="store_true",
+                   help="after training, score the test sets under every modality subset, missing rate and noise level")
+    g.add_argument("--robust_kinds", default="subset,missing,noise", help="which condition kinds to run")
     return parser
 
 

@@ -11,13 +11,14 @@ import json
 import os
 import sys
 import time
+from collections import OrderedDict
 
 import numpy as np
 import torch
 
 from .. import registry
 from ..data.merbench_layout import DataError, FeatureDataset, Split
-from . import engine, options, report
+from . import engine, options, report, robust_eval
 from .metrics import mer_results, summarise
 
 
@@ -123,7 +124,7 @@ def train_model(args, model_name, ds, train, tests, device, stamp):
                                    SplitLoader(train.subset(tr_idx), args.batch_size, shuffle=True, seed=args.seed + k),
                                    SplitLoader(train.subset(ev_idx), args.batch_size), test_loaders, opts, device,
                                    mer_results, desc=f"{model_name} fold {k + 1}/{args.folds}",
-                                   keep_state=args.savemodel)
+                                   keep_state=args.savemodel or args.robust_eval)
         folds.append(result)
         if args.savemodel:
             path = os.path.abspath(os.path.join(args.out, "models", f"{prefix}_fold{k + 1}_{stamp}.pt"))
@@ -142,6 +143,18 @@ def train_model(args, model_name, ds, train, tests, device, stamp):
                                **{k: v for k, v in results.items() if isinstance(v, np.ndarray)})
         files.append(path)
     cv = {m: float(np.mean([summarise(f.eval_results)[m] for f in folds])) for m in summarise(folds[0].eval_results)}
+    robust_rows = []
+    if args.robust_eval:
+        models = []
+        for f in folds:
+            model = registry.create_model(model_name, margs).to(device)
+            model.load_state_dict(f.state_dict)
+            models.append(model)
+        robust_rows = robust_eval.robust_evaluate(
+            models, OrderedDict((t.name, loader) for t, loader in zip(tests, test_loaders)), device,
+            conditions=robust_eval.all_conditions(args.robust_kinds.split(",")), seed=args.seed,
+            output_dim1=margs.output_dim1, output_dim2=margs.output_dim2, model_name=model_name,
+            progress=not args.quiet)
     return {
         "model": model_name, "dataset": args.dataset, "feat_type": args.feat_type,
         "features": [args.audio_feature, args.text_feature, args.video_feature],
@@ -151,8 +164,20 @@ def train_model(args, model_name, ds, train, tests, device, stamp):
                    "eval": summarise(f.eval_results), "seconds": f.seconds, "history": f.history,
                    "tests": {t.name: summarise(r) for t, r in zip(tests, f.test_results)},
                    "checkpoint": getattr(f, "checkpoint", None)} for k, f in enumerate(folds)],
-        "seconds": float(sum(f.seconds for f in folds)),
+        "seconds": float(sum(f.seconds for f in folds)), "robust": robust_rows,
     }
+
+
+def robust_eval_digest(rows, test="test1") -> str:
+    """Compact view: emoval (or F1) per model under each condition of one test set."""
+    metric = "emoval" if any(r.get("emoval") is not None for r in rows) else "f1"
+    sel = [r for r in rows if r["test"] == test] or rows
+    conds = list(dict.fromkeys((r["kind"], r["condition"]) for r in sel))
+    models = list(dict.fromkeys(r["model"] for r in sel))
+    value = {(r["model"], r["kind"], r["condition"]): r.get(metric) for r in sel}
+    headers = ["condition"] + models
+    body = [[f"{k}={c}"] + [value.get((m, k, c)) for m in models] for k, c in conds]
+    return f"robust evaluation on {sel[0]['test']} ({metric}):\n" + report.markdown_table(headers, body)
 
 
 def run(args) -> dict:
@@ -172,6 +197,11 @@ def run(args) -> dict:
     table = report.comparison_table({m: s["tests"] for m, s in summaries.items()}, [t.name for t in tests])
     report.atomic_write_text(report.unique_path(os.path.join(args.out, f"summary_{stamp}.md")), table + "\n")
     print(table)
+    if args.robust_eval:
+        rows = [r for s in summaries.values() for r in s["robust"]]
+        paths = robust_eval.write_reports(rows, os.path.join(args.out, "robust"), f"robust_{stamp}")
+        print("\n" + robust_eval_digest(rows))
+        print("robust evaluation: " + ", ".join(paths.values()))
     return summaries
 
 
