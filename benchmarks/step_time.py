@@ -20,33 +20,54 @@ BARS = {"attention_robust_v2": 2.0, "attention_robust_v4": 2.3}
 DIMS = dict(audio_dim=1024, text_dim=5120, video_dim=768)
 
 
-def step_time(name, feat_type, device, batch_size, frames, steps, warmup=5):
-    torch.manual_seed(0)
-    args = dict(DIMS, output_dim1=6, output_dim2=1, feat_type=feat_type)
-    model = create_model(name, args).to(device).train()
-    if hasattr(model, "set_epoch"):
-        model.set_epoch(100)  # full modality dropout / KL weight: the steady-state cost
-    loss_fn = model.classification_loss() if hasattr(model, "classification_loss") else F.cross_entropy
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    shape = (lambda d: (batch_size, d)) if feat_type == "utt" else (lambda d: (batch_size, frames, d))
-    batch = {k: torch.randn(*shape(DIMS[k[:-1] + "_dim"]), device=device) for k in ("audios", "texts", "videos")}
-    emos = torch.randint(0, 6, (batch_size,), device=device)
-    vals = torch.randn(batch_size, device=device)
-    times = []
-    for i in range(warmup + steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        _, e, v, inter = model(batch)
-        loss = loss_fn(e, emos) + F.mse_loss(v.squeeze(1), vals) + inter
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
+class Stepper:
+    """One model with its optimizer and a fixed batch; ``run(n)`` times n training steps."""
+
+    def __init__(self, name, feat_type, device, batch_size, frames):
+        torch.manual_seed(0)
+        self.device = device
+        self.model = create_model(name, dict(DIMS, output_dim1=6, output_dim2=1, feat_type=feat_type)).to(device).train()
+        if hasattr(self.model, "set_epoch"):
+            self.model.set_epoch(100)  # full modality dropout / KL weight: the steady-state cost
+        self.loss_fn = self.model.classification_loss() if hasattr(self.model, "classification_loss") else F.cross_entropy
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        shape = (lambda d: (batch_size, d)) if feat_type == "utt" else (lambda d: (batch_size, frames, d))
+        self.batch = {k: torch.randn(*shape(DIMS[k[:-1] + "_dim"]), device=device) for k in ("audios", "texts", "videos")}
+        self.emos = torch.randint(0, 6, (batch_size,), device=device)
+        self.vals = torch.randn(batch_size, device=device)
+
+    def run(self, steps):
+        # CPU: process CPU time, so that other processes on a shared machine do not skew the ratios
+        clock = time.perf_counter if self.device.type == "cuda" else time.process_time
+        times = []
+        for _ in range(steps):
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            t = clock()
+            _, e, v, inter = self.model(self.batch)
+            loss = self.loss_fn(e, self.emos) + F.mse_loss(v.squeeze(1), self.vals) + inter
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(clock() - t)
+        return statistics.median(times) * 1000
+
+
+def measure(names, feat_type, device, batch_size, frames, steps, rounds):
+    """Round-robin over the models, ``rounds`` times; the best round's median per model.
+
+    Interleaving and taking the minimum keeps the ratios honest on a shared, noisy machine.
+    """
+    steppers = {n: Stepper(n, feat_type, device, batch_size, frames) for n in names}
+    for s in steppers.values():
+        s.run(3)  # warm-up
+    best = {n: float("inf") for n in names}
+    for _ in range(rounds):
+        for n, s in steppers.items():
+            best[n] = min(best[n], s.run(steps))
+    return best
 
 
 def main(argv=None):
@@ -54,7 +75,8 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--frames", type=int, default=32, help="sequence length of the frame inputs")
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=int, default=10, help="steps per round")
+    p.add_argument("--rounds", type=int, default=5, help="round-robin rounds (best round counts)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--models", default=None, help="comma-separated subset (default: every feature model)")
     p.add_argument("--feat_types", default="utt,frm_unalign")
@@ -69,10 +91,10 @@ def main(argv=None):
     print(f"| {'model':<22} | {'feat_type':<11} | {'ms/step':>8} | {'ratio':>6} | bar   |")
     print(f"|{'-' * 24}|{'-' * 13}|{'-' * 10}|{'-' * 8}|-------|")
     for feat_type in a.feat_types.split(","):
-        base = None
+        times = measure(names, feat_type, device, a.batch_size, a.frames, a.steps, a.rounds)
+        base = times["attention"]
         for name in names:
-            ms = step_time(name, feat_type, device, a.batch_size, a.frames, a.steps)
-            base = base or ms
+            ms = times[name]
             ratio = ms / base
             bar = BARS.get(name)
             verdict = "" if bar is None else ("ok" if ratio <= bar else "MISS")

@@ -112,6 +112,8 @@ class AttentionRobustV2Config(BaseConfig):
     kl_warmup: int = hp(10, "epochs over which the KL weight ramps up linearly from 0", grid=[10])
     recon_weight: float = hp(0.1, "weight of the reconstruction of present modalities (0 = no decoders)",
                              grid=[0.05, 0.1, 0.2])
+    tied_decoder: bool = hp(True, "decoders reuse the transposed input projections (no second full-width matrix)",
+                            grid=[True])
     cross_kl_weight: float = hp(0.01, "weight of the Gaussian KL between posteriors of present modality pairs",
                                 grid=[0.005, 0.01, 0.02])
     use_uncertainty_fusion: bool = hp(True, "weight modalities by confidence 1/sigma; off = mean of present ones",
@@ -161,6 +163,8 @@ class MrgNetConfig(BaseConfig):
     slots_v: int = hp(32, "memory slots of the video memory encoder", grid=[16, 32, 64])
     cross_slots: int = hp(32, "slots of the cross-modal router", grid=[16, 32, 64])
     gate_slots: int = hp(32, "slots of the fusion gates", grid=[16, 32, 64])
+    kernel_rank: int = hp(16, "rank of the cross-modal kernel generator (0 = full d -> heads*slots*d/heads linear "
+                          "layer, as in the seed)", grid=[8, 16, 32])
     tau_x: float = hp(1.0, "softmax temperature of the cross-modal router", grid=[0.5, 1.0, 2.0])
     tau_g: float = hp(1.0, "softmax temperature of the fusion gates (over slots)", grid=[0.5, 1.0, 2.0])
     ffn_ratio: int = hp(4, "FFN width as a multiple of hidden_dim", grid=[2, 4])

@@ -141,7 +141,7 @@ def test_flags_remove_their_component(flag, module):
 def test_no_vae_is_deterministic_and_has_no_kl():
     model = create_model("attention_robust_v2", model_args(use_vae=False, recon_weight=0.0,
                                                            use_modality_dropout=False)).train()
-    assert not any("to_logvar" in n for n, _ in model.named_parameters())
+    assert model.encoder.to_stats.out_features == 16                     # mu only, no log-variance head
     torch.manual_seed(1)
     batch = random_batch()
     a = model(batch)
@@ -204,8 +204,10 @@ def test_contrastive_prefers_aligned_pairs_and_ignores_missing():
     shuffled[:, 1] = aligned[torch.randperm(32), 1]
     shuffled[:, 2] = aligned[torch.randperm(32), 2]
     # identical projection heads so that "aligned" really is aligned after projection
-    for p in loss.proj[1:]:
-        p.load_state_dict(loss.proj[0].state_dict())
+    with torch.no_grad():
+        for layer in (loss.proj[0], loss.proj[2]):
+            layer.weight[1:] = layer.weight[0]
+            layer.bias[1:] = layer.bias[0]
     mask = torch.ones(32, 3, dtype=torch.bool)
     assert loss(aligned, mask) < loss(shuffled, mask)
     # a missing side takes no part: garbage in a masked modality changes nothing
@@ -228,3 +230,36 @@ def test_gated_fusion_weights_sum_to_one_over_present():
     assert torch.allclose(w.sum(1), torch.ones(50), atol=1e-6)
     assert torch.all(w[~mask] == 0)
     assert float(fusion.alpha) == pytest.approx(0.3, abs=1e-4)
+
+
+def test_improved_encoder_starts_at_unit_variance():
+    model = create_model("attention_robust_v4", model_args()).train()
+    *_, logvar = model.encode(random_batch())
+    assert torch.equal(logvar, torch.zeros_like(logvar))
+
+
+def test_pairwise_kl_matches_the_two_directed_kls():
+    from merbench_plugins.modules.losses import gaussian_kl
+    torch.manual_seed(0)
+    mu, logvar = torch.randn(5, 3, 8), torch.randn(5, 3, 8)
+    mask = torch.ones(5, 3, dtype=torch.bool)
+    ref = torch.stack([0.5 * (gaussian_kl(mu[:, a], logvar[:, a], mu[:, b], logvar[:, b])
+                              + gaussian_kl(mu[:, b], logvar[:, b], mu[:, a], logvar[:, a]))
+                       for a, b in ((0, 1), (0, 2), (1, 2))], 1).mean()
+    assert torch.allclose(pairwise_kl(mu, logvar, mask), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("group_dim", [0, 1])
+def test_grouped_linear_equals_one_linear_per_group(group_dim):
+    from merbench_plugins.modules.grouped import GroupedLayerNorm, GroupedLinear
+    torch.manual_seed(0)
+    layer, norm = GroupedLinear(3, 8, 5, group_dim=group_dim), GroupedLayerNorm(3, 5, group_dim=group_dim)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2)
+        norm.bias.uniform_(-1, 1)
+    x = torch.randn(4, 3, 8) if group_dim == 1 else torch.randn(3, 4, 8)
+    y = norm(layer(x))
+    for g in range(3):
+        xg = x[:, g] if group_dim == 1 else x[g]
+        ref = F.layer_norm(xg @ layer.weight[g] + layer.bias[g, 0], (5,), norm.weight[g], norm.bias[g])
+        assert torch.allclose(y[:, g] if group_dim == 1 else y[g], ref, atol=1e-5)

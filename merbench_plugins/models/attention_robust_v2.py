@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from ..config import AttentionRobustV2Config
-from ..modules.encoders import Decoder, VariationalEncoder, pooled_input
+from ..modules.encoders import MultimodalDecoder, MultimodalVariationalEncoder
 from ..modules.fusion import ProxyAttention, UncertaintyWeightedFusion
 from ..modules.losses import kl_to_prior, masked_average, pairwise_kl
 from ..modules.masking import MODALITIES, ModalityDropout, any_or_all, masked_fill_zero, presence_mask
@@ -36,10 +36,11 @@ class AttentionRobustV2(nn.Module):
         h = cfg.hidden_dim
         dims = (args.audio_dim, args.text_dim, args.video_dim)
         sequence = check_feat_type(args.feat_type)
-        self.encoders = nn.ModuleList(
-            VariationalEncoder(d, h, cfg.dropout, variational=cfg.use_vae, improved=cfg.improved_encoder,
-                               sequence=sequence, seq_encoder=cfg.seq_encoder) for d in dims)
-        self.decoders = nn.ModuleList(Decoder(h, d) for d in dims) if cfg.recon_weight > 0 else None
+        self.encoder = MultimodalVariationalEncoder(dims, h, cfg.dropout, variational=cfg.use_vae,
+                                                    improved=cfg.improved_encoder, sequence=sequence,
+                                                    seq_encoder=cfg.seq_encoder)
+        self.decoders = (MultimodalDecoder(dims, h, tied_to=self.encoder if cfg.tied_decoder else None)
+                         if cfg.recon_weight > 0 else None)
         self.modality_dropout = ModalityDropout(cfg.modality_dropout if cfg.use_modality_dropout else 0.0,
                                                 cfg.modality_dropout_warmup)
         self.fusion = self.build_fusion(cfg)
@@ -59,7 +60,7 @@ class AttentionRobustV2(nn.Module):
         present = presence_mask(batch)                                                     # [B, 3]
         # absent inputs are zeroed so that NaN/garbage in a masked-out modality cannot reach any gradient
         inputs = [masked_fill_zero(batch[k], present[:, m]) for m, k in enumerate(MODALITIES)]
-        z, mu, logvar = (torch.stack(t, dim=1) for t in zip(*(enc(x) for enc, x in zip(self.encoders, inputs))))
+        z, mu, logvar = self.encoder(inputs)
         return inputs, present, z, mu, logvar                                              # z, mu, logvar: [B, 3, H]
 
     def fuse(self, z, mu, logvar, mask):
@@ -88,7 +89,5 @@ class AttentionRobustV2(nn.Module):
         if cfg.use_vae and cfg.cross_kl_weight > 0:
             loss = loss + cfg.cross_kl_weight * pairwise_kl(mu, logvar, present)
         if self.decoders is not None:
-            recon = torch.stack([(dec(z[:, m]) - pooled_input(x)).pow(2).mean(-1)
-                                 for m, (dec, x) in enumerate(zip(self.decoders, inputs))], dim=1)  # [B, 3]
-            loss = loss + cfg.recon_weight * masked_average(recon, present)
+            loss = loss + cfg.recon_weight * masked_average(self.decoders(z, inputs), present)  # [B, 3] errors
         return loss

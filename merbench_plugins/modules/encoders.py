@@ -1,15 +1,17 @@
-"""Per-modality encoders: deterministic MLP / LSTM (the baseline's) and variational ones -> (z, mu, logvar).
+"""Encoders: MERBench's deterministic MLP / LSTM (for the baseline) and the multimodal variational
+encoder -> (z, mu, logvar) of all three modalities at once, plus its decoder.
 
-Utterance inputs [B, D] go through an MLP; frame inputs [B, T, D] are encoded per frame and pooled
-over the valid frames only (masked attention pooling or an LSTM followed by a masked mean), so
-zero padding never counts. The variational head gives (mu, logvar); z = mu + sigma * eps in training
-and z = mu in eval (P-RMF / the V2 seed).
+Only the first layer of each modality is its own (input widths differ); everything after it runs
+on the stacked modalities [B, 3, H] with grouped layers. Frame inputs [B, T, D] are projected per
+frame and pooled over the valid frames only (masked attention pooling, or an LSTM then a masked
+mean), so zero padding never counts. z = mu + sigma * eps in training, z = mu in eval (P-RMF).
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .masking import frame_mask, masked_mean, masked_softmax, any_or_all
+from .grouped import GroupedLayerNorm, GroupedLinear
+from .masking import any_or_all, frame_mask, masked_mean, masked_softmax
 
 LOGVAR_CLAMP = 10.0
 
@@ -41,100 +43,101 @@ class LSTMEncoder(nn.Module):
         return self.proj(self.drop(h[-1]))
 
 
-class ImprovedTrunk(nn.Module):
-    """GELU + LayerNorm + residual two-layer trunk (V4 seed): trains deeper without collapse."""
+class InputProjection(nn.Module):
+    """One modality's first layer: [B, D] -> [B, H], or frames [B, T, D] -> pooled [B, H]."""
 
-    def __init__(self, in_dim, hidden_dim, dropout=0.0):
+    def __init__(self, in_dim, hidden_dim, dropout=0.0, *, improved=False, sequence=False, seq_encoder="attnpool"):
         super().__init__()
+        self.sequence, self.seq_encoder, self.improved = sequence, seq_encoder, improved
         self.drop = nn.Dropout(dropout)
-        self.fc1, self.ln1 = nn.Linear(in_dim, hidden_dim), nn.LayerNorm(hidden_dim)
-        self.fc2, self.ln2 = nn.Linear(hidden_dim, hidden_dim), nn.LayerNorm(hidden_dim)
-        self.skip = nn.Linear(in_dim, hidden_dim) if in_dim != hidden_dim else nn.Identity()
+        if sequence and seq_encoder == "lstm":
+            self.rnn = nn.LSTM(in_dim, hidden_dim, batch_first=True)
+        else:
+            self.proj = nn.Linear(in_dim, hidden_dim)
+            self.norm = nn.LayerNorm(hidden_dim) if improved else None
+        if sequence and seq_encoder == "attnpool":
+            self.score = nn.Linear(hidden_dim, 1)
 
     def forward(self, x):
+        mask = frame_mask(x) if self.sequence else None                                # [B, T], before dropout
         x = self.drop(x)
-        h = F.gelu(self.ln1(self.fc1(x)))
-        return F.gelu(self.ln2(self.fc2(h))) + self.skip(x)
-
-
-class PlainTrunk(nn.Module):
-    """dropout -> linear -> ReLU -> linear -> ReLU."""
-
-    def __init__(self, in_dim, hidden_dim, dropout=0.0):
-        super().__init__()
-        self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden_dim), nn.ReLU(),
-                                 nn.Linear(hidden_dim, hidden_dim), nn.ReLU())
-
-    def forward(self, x):
-        return self.net(x)
-
-
-class MaskedAttentionPool(nn.Module):
-    """[B, T, H] + [B, T] mask -> [B, H]: softmax-weighted sum over valid frames only."""
-
-    def __init__(self, hidden_dim):
-        super().__init__()
-        self.score = nn.Linear(hidden_dim, 1)
-
-    def forward(self, h, mask):
-        w = masked_softmax(self.score(h).squeeze(-1), any_or_all(mask), dim=1)   # [B, T]
+        if self.sequence and self.seq_encoder == "lstm":
+            h, _ = self.rnn(x)                                                         # [B, T, H]
+        else:
+            h = self.proj(x)
+            h = F.gelu(self.norm(h)) if self.improved else F.relu(h)
+        if not self.sequence:
+            return h                                                                   # [B, H]
+        if self.seq_encoder == "lstm":
+            return masked_mean(h, mask, dim=1)
+        w = masked_softmax(self.score(h).squeeze(-1), any_or_all(mask), dim=1)         # [B, T]
         return torch.einsum("bt,bth->bh", w, h)
 
 
-class VariationalEncoder(nn.Module):
-    """Input [B, D] or [B, T, D] -> (z, mu, logvar), each [B, H].
+class MultimodalVariationalEncoder(nn.Module):
+    """Inputs of M modalities -> (z, mu, logvar), each [B, M, H].
 
-    ``variational=False`` gives a deterministic encoder (logvar = 0, z = mu) for the no-VAE ablation,
-    with the same trunk so only the variational part is switched off.
+    ``variational=False`` gives deterministic encoders (logvar = 0, z = mu) with the same trunk, for
+    the no-VAE ablation. ``improved`` (V4 seed): GELU + LayerNorm + residual, log-variance head
+    zero-initialised so training starts at unit variance.
     """
 
-    def __init__(self, in_dim, hidden_dim, dropout=0.0, *, variational=True, improved=False,
-                 sequence=False, seq_encoder="attnpool"):
+    def __init__(self, dims, hidden_dim, dropout=0.0, *, variational=True, improved=False, sequence=False,
+                 seq_encoder="attnpool"):
         super().__init__()
-        self.variational, self.sequence, self.seq_encoder = variational, sequence, seq_encoder
-        trunk = ImprovedTrunk if improved else PlainTrunk
-        if sequence and seq_encoder == "lstm":
-            self.rnn = nn.LSTM(in_dim, hidden_dim, batch_first=True)
-            self.trunk = trunk(hidden_dim, hidden_dim, dropout)
+        m, h = len(dims), hidden_dim
+        self.variational, self.improved = variational, improved
+        self.inputs = nn.ModuleList(InputProjection(d, h, dropout, improved=improved, sequence=sequence,
+                                                    seq_encoder=seq_encoder) for d in dims)
+        self.hidden = GroupedLinear(m, h, h, group_dim=1)
+        self.hidden_norm = GroupedLayerNorm(m, h, group_dim=1) if improved else None
+        self.to_stats = GroupedLinear(m, h, 2 * h if variational else h, group_dim=1)   # [mu | logvar] in one matmul
+        if variational and improved:
+            nn.init.zeros_(self.to_stats.weight[..., h:])
+            nn.init.zeros_(self.to_stats.bias[..., h:])
+
+    def forward(self, inputs):
+        h1 = torch.stack([proj(x) for proj, x in zip(self.inputs, inputs)], dim=1)    # [B, M, H]
+        if self.improved:
+            h = F.gelu(self.hidden_norm(self.hidden(h1))) + h1
         else:
-            self.trunk = trunk(in_dim, hidden_dim, dropout)
-        if sequence and seq_encoder == "attnpool":
-            self.pool = MaskedAttentionPool(hidden_dim)
-        self.to_mu = nn.Linear(hidden_dim, hidden_dim)
-        if variational:
-            self.to_logvar = nn.Linear(hidden_dim, hidden_dim)
-            if improved:  # start at unit variance: no early noise explosion (V4 seed)
-                nn.init.zeros_(self.to_logvar.weight)
-                nn.init.zeros_(self.to_logvar.bias)
-
-    def encode(self, x):
-        if not self.sequence:
-            return self.trunk(x)                                     # [B, H]
-        mask = frame_mask(x)                                         # [B, T]
-        if self.seq_encoder == "lstm":
-            x, _ = self.rnn(x)                                       # [B, T, H]
-            return masked_mean(self.trunk(x), mask, dim=1)
-        return self.pool(self.trunk(x), mask)                        # [B, H]
-
-    def forward(self, x):
-        h = self.encode(x)
-        mu = self.to_mu(h)
+            h = F.relu(self.hidden(h1))
+        stats = self.to_stats(h)
         if not self.variational:
-            return mu, mu, torch.zeros_like(mu)
-        logvar = self.to_logvar(h).clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP)
+            return stats, stats, torch.zeros_like(stats)
+        mu, logvar = stats.chunk(2, dim=-1)
+        logvar = logvar.clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
         return z, mu, logvar
 
 
-class Decoder(nn.Module):
-    """z [B, H] -> reconstruction of the (frame-pooled) input [B, D]."""
+class MultimodalDecoder(nn.Module):
+    """z [B, M, H] -> per-modality squared reconstruction error [B, M] of the (frame-pooled) inputs.
 
-    def __init__(self, hidden_dim, out_dim):
+    ``tied_to`` (the encoder) ties each output layer to the transpose of that modality's input
+    projection, as in classic tied autoencoders: the same reconstruction objective without a second
+    full-width weight matrix to store and optimise (5120 x H for MER2023's text features).
+    """
+
+    def __init__(self, dims, hidden_dim, tied_to: "MultimodalVariationalEncoder" = None):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+        self.hidden = GroupedLinear(len(dims), hidden_dim, hidden_dim, group_dim=1)
+        tied = tied_to is not None and all(hasattr(p, "proj") for p in tied_to.inputs)
+        self.encoder_inputs = tied_to.inputs if tied else None
+        if tied:
+            self.output_bias = nn.ParameterList(nn.Parameter(torch.zeros(d)) for d in dims)
+        else:
+            self.outputs = nn.ModuleList(nn.Linear(hidden_dim, d) for d in dims)
 
-    def forward(self, z):
-        return self.net(z)
+    def reconstruct(self, h, m):
+        if self.encoder_inputs is None:
+            return self.outputs[m](h)
+        return h @ self.encoder_inputs[m].proj.weight + self.output_bias[m]           # [B, D]
+
+    def forward(self, z, inputs):
+        h = F.relu(self.hidden(z))
+        return torch.stack([(self.reconstruct(h[:, m], m) - pooled_input(x)).pow(2).mean(-1)
+                            for m, x in enumerate(inputs)], dim=1)
 
 
 def pooled_input(x):

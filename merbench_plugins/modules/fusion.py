@@ -75,22 +75,27 @@ class GatedUncertaintyFusion(UncertaintyWeightedFusion):
 
 
 class ProxyAttention(nn.Module):
-    """The fused proxy queries the modality stack (key padding = absent modalities), pre-norm residual.
+    """The fused proxy queries the modality stack (absent modalities masked out), pre-norm residual.
 
     Attending over the stack of tokens (not token-to-token) is what makes this more than a
-    single-element softmax (SPEC 6). Pre-norm keeps the residual path un-normalised: a post-norm
-    here squashed the scale the valence regressor needs.
+    single-element softmax (SPEC 6). One query over M keys, all heads in one einsum. Pre-norm keeps
+    the residual path un-normalised: a post-norm here squashed the scale the valence head needs.
     """
 
     def __init__(self, hidden_dim: int, num_heads: int = 4, dropout: float = 0.0):
         super().__init__()
         if hidden_dim % num_heads:
             raise ValueError(f"hidden_dim={hidden_dim} must be divisible by num_attention_heads={num_heads}")
+        self.heads, self.scale = num_heads, (hidden_dim // num_heads) ** -0.5
         self.norm_query, self.norm_tokens = nn.LayerNorm(hidden_dim), nn.LayerNorm(hidden_dim)
-        self.attn = nn.MultiheadAttention(hidden_dim, num_heads, dropout=dropout, batch_first=True)
+        self.to_q = nn.Linear(hidden_dim, hidden_dim)
+        self.to_kv = nn.Linear(hidden_dim, 2 * hidden_dim)
+        self.to_out = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.Dropout(dropout))
 
     def forward(self, proxy, tokens, mask):                  # [B, H], [B, M, H], [B, M] -> [B, H]
-        kv = self.norm_tokens(masked_fill_zero(tokens, mask))
-        out, _ = self.attn(self.norm_query(proxy).unsqueeze(1), kv, kv,
-                           key_padding_mask=~any_or_all(mask), need_weights=False)
-        return proxy + out.squeeze(1)
+        b, m, h = tokens.shape
+        q = self.to_q(self.norm_query(proxy)).view(b, self.heads, -1)                       # [B, heads, d]
+        k, v = self.to_kv(self.norm_tokens(masked_fill_zero(tokens, mask))).view(b, m, 2, self.heads, -1).unbind(2)
+        scores = torch.einsum("bhd,bmhd->bhm", q, k) * self.scale                            # [B, heads, M]
+        attn = masked_softmax(scores, any_or_all(mask).unsqueeze(1), dim=-1)
+        return proxy + self.to_out(torch.einsum("bhm,bmhd->bhd", attn, v).reshape(b, h))

@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .grouped import GroupedLinear
 from .masking import masked_fill_zero
 
 MISSING_VALENCE = -10.0  # MERBench's marker for "no valence label" (test3)
@@ -32,10 +33,15 @@ def modality_pairs(num_modalities: int = 3, device=None):
 
 
 def pairwise_kl(mu, logvar, mask):
-    """Symmetric KL between the posteriors of every pair of present modalities: [B, M, H] -> scalar."""
+    """Symmetric KL between the posteriors of every pair of present modalities: [B, M, H] -> scalar.
+
+    (KL(p||q) + KL(q||p)) / 2 = mean((v_p + d^2) / v_q + (v_q + d^2) / v_p - 2) / 4, with d = mu_p - mu_q.
+    """
     i, j = modality_pairs(mu.size(1), mu.device)
-    kl = 0.5 * (gaussian_kl(mu[:, i], logvar[:, i], mu[:, j], logvar[:, j])
-                + gaussian_kl(mu[:, j], logvar[:, j], mu[:, i], logvar[:, i]))   # [B, P]
+    var = logvar.exp()
+    d2 = (mu[:, i] - mu[:, j]).pow(2)                                            # [B, P, H]
+    vi, vj = var[:, i], var[:, j]
+    kl = 0.25 * ((vi + d2) / vj + (vj + d2) / vi - 2.0).mean(-1)                 # [B, P]
     return masked_average(kl, mask[:, i] & mask[:, j])
 
 
@@ -93,12 +99,12 @@ class ModalityContrastiveLoss(nn.Module):
     def __init__(self, hidden_dim: int, proj_dim: int = 64, temperature: float = 0.07, num_modalities: int = 3):
         super().__init__()
         self.temperature = temperature
-        self.proj = nn.ModuleList(nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
-                                                nn.Linear(hidden_dim, proj_dim)) for _ in range(num_modalities))
+        # one projection head per modality, all applied in one grouped matmul
+        self.proj = nn.Sequential(GroupedLinear(num_modalities, hidden_dim, hidden_dim), nn.ReLU(),
+                                  GroupedLinear(num_modalities, hidden_dim, proj_dim))
 
     def forward(self, means, mask):                          # [B, M, H], [B, M] -> scalar
-        z = torch.stack([p(means[:, m]) for m, p in enumerate(self.proj)], dim=0)    # [M, B, P]
-        z = F.normalize(z, dim=-1)
+        z = F.normalize(self.proj(means.transpose(0, 1)), dim=-1)                    # [M, B, P]
         i, j = modality_pairs(z.size(0), z.device)
         valid = (mask[:, i] & mask[:, j]).t()                                         # [P, B]
         sim = torch.einsum("pbd,pcd->pbc", z[i], z[j]) / self.temperature             # [P, B, B]
