@@ -8,6 +8,7 @@ COMMANDS = {
     "train": ("merbench_plugins.train.runner", "main", "train/evaluate on a MERBench-layout feature folder"),
     "synth": ("merbench_plugins.data.synthetic", "main", "write a synthetic MER2023-shaped feature set"),
     "robust-eval": ("merbench_plugins.train.robust_eval", "main", "score saved checkpoints under missing/noisy modalities"),
+    "summarize": ("merbench_plugins.train.summarize", "main", "mean ± std over seeds of many runs -> summary.csv/.md"),
     "yaml": ("merbench_plugins.train.tune_yaml", "main", "print or check model-tune.yaml from the registry"),
     "models": ("merbench_plugins.train.listing", "main", "list registered models, their flags and grids"),
     "install": ("merbench_plugins.installer.cli", "main", "register the models in a MERBench checkout"),

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Train attention_robust_v2 inside MERBench (main-robust.py), one job per seed over the GPUs, then mean ± std.
+set -euo pipefail
+MP_NAME=train_v2
+MP_MODEL=attention_robust_v2
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/scripts/common.sh"
+source "$MP_REPO/scripts/train_one_model.sh"
