@@ -159,8 +159,8 @@ class MrgNetConfig(BaseConfig):
     embed_depth: int = hp(1, "Transformer layers of each modality embedder", grid=[1, 2])
     memory_heads: int = hp(4, "heads of the memory routers and embedders (must divide hidden_dim)", grid=[2, 4, 8])
     slots_t: int = hp(64, "memory slots of the text memory encoder", grid=[32, 64, 128])
-    slots_a: int = hp(32, "memory slots of the audio memory encoder", grid=[16, 32, 64])
-    slots_v: int = hp(32, "memory slots of the video memory encoder", grid=[16, 32, 64])
+    slots_a: int = hp(64, "memory slots of the audio memory encoder (seed: 64 per modality)", grid=[32, 64, 128])
+    slots_v: int = hp(64, "memory slots of the video memory encoder", grid=[32, 64, 128])
     cross_slots: int = hp(32, "slots of the cross-modal router", grid=[16, 32, 64])
     gate_slots: int = hp(32, "slots of the fusion gates", grid=[16, 32, 64])
     kernel_rank: int = hp(16, "rank of the cross-modal kernel generator (0 = full d -> heads*slots*d/heads linear "

@@ -32,19 +32,19 @@ def main_robust(root, tiny_data, *extra):
     return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("model,feat", [("attention_robust_v2", "UTT"), ("attention_robust_v4", "FRA")])
+@pytest.mark.parametrize("model,feat", [("attention_robust_v2", "UTT"), ("attention_robust_v4", "FRA"), ("mrg_net", "FRA")])
 def test_main_robust_trains_our_model_and_writes_merbench_results(installed_tree, tiny_data, model, feat):
     feat_type = "utt" if feat == "UTT" else "frm_unalign"
     proc = main_robust(installed_tree, tiny_data, "--model", model, "--feat_type", feat_type,
                        "--audio_feature", f"chinese-hubert-large-{feat}", "--text_feature", f"Baichuan-13B-Base-{feat}",
-                       "--video_feature", f"clip-vit-large-patch14-{feat}", "--kl_weight", "0.02", "--savemodel")
+                       "--video_feature", f"clip-vit-large-patch14-{feat}", "--hidden_dim", "32", "--savemodel")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = sorted(os.path.basename(p) for p in glob.glob(str(installed_tree / "saved-trimodal" / "result" / "*.npz")))
     assert [r.split("_")[0] for r in results] == ["cv", "test1", "test2", "test3"]
     assert f"_model:{model}+{feat_type}+None_f1:" in results[1]
     assert "_val:nan_" in results[3]                 # test3 has no valence: not scored against -10
     summary = json.load(open(glob.glob(str(installed_tree / "saved-trimodal" / "summary" / "*.json"))[0]))
-    assert summary["settings"]["kl_weight"] == 0.02
+    assert summary["settings"]["hidden_dim"] == 32
     assert len(summary["folds"]) == 5 and all(os.path.isfile(f["checkpoint"]) for f in summary["folds"])
     args = np.load(glob.glob(str(installed_tree / "saved-trimodal" / "result" / "test1_*.npz"))[0],
                    allow_pickle=True)["args"].item()

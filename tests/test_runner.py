@@ -106,3 +106,15 @@ def test_cli_help_lists_commands(capsys):
         cli(["train", "--help"])
     assert e.value.code == 0
     assert "--no_proxy_attention" in capsys.readouterr().out
+
+
+def test_atomic_writes_respect_umask(tmp_path):
+    from merbench_plugins.train import report
+    old = os.umask(0o022)
+    try:
+        report.atomic_write_text(str(tmp_path / "a.md"), "x")
+        report.atomic_save_npz(str(tmp_path / "b.npz"), x=np.zeros(1))
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "a.md").st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / "b.npz").st_mode & 0o777 == 0o644

@@ -203,4 +203,5 @@ def _progress(iterable, desc, enabled):
         from tqdm import tqdm
     except ImportError:  # tqdm is a dependency, but never let a progress bar stop training
         return iterable
-    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)
+    # disable=None: bars on a terminal only, so redirected logs stay readable
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, disable=None)

@@ -8,6 +8,13 @@ import time
 import numpy as np
 
 
+def _umask_mode() -> int:
+    """0o666 minus the umask: what open() would have given (mkstemp files are 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_text(path: str, text: str):
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
@@ -15,6 +22,7 @@ def atomic_write_text(path: str, text: str):
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -29,6 +37,7 @@ def atomic_save_npz(path: str, **arrays):
     os.close(fd)
     try:
         np.savez_compressed(tmp, **arrays)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

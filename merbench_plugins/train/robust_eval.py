@@ -139,7 +139,7 @@ def robust_evaluate(models, test_loaders: "OrderedDict[str, object]", device, *,
     bar = items
     if progress:
         from tqdm import tqdm
-        bar = tqdm(items, desc=f"robust eval {model_name}", leave=False, dynamic_ncols=True)
+        bar = tqdm(items, desc=f"robust eval {model_name}", leave=False, dynamic_ncols=True, disable=None)
     stds = {}
     for name, cond in bar:
         if name not in stds:
