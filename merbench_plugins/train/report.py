@@ -1,4 +1,5 @@
 """Results on disk and on screen: atomic writes, JSON summaries, MERBench result files, tables."""
+import contextlib
 import json
 import math
 import os
@@ -15,34 +16,31 @@ def _umask_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write_text(path: str, text: str):
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = ""):
+    """Yields a temp path beside ``path``; on success it replaces ``path`` (readable per umask), else vanishes."""
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        yield tmp
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+
+
+def atomic_write_text(path: str, text: str):
+    with atomic_path(path, os.path.basename(path)) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
 
 
 def atomic_save_npz(path: str, **arrays):
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".npz")
-    os.close(fd)
-    try:
+    with atomic_path(path, ".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def timestamp() -> str:

@@ -182,8 +182,11 @@ def robust_eval_digest(rows, test="test1") -> str:
 
 def run(args) -> dict:
     models = [m.strip() for m in args.model.split(",") if m.strip()]
-    for m in models:
-        registry.get_model_entry(m)            # unknown names fail before any work
+    for m in models:                            # unknown names fail before any work
+        try:
+            registry.get_model_entry(m)
+        except KeyError as exc:
+            raise DataError(exc.args[0]) from None
     device = engine.resolve_device(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -209,9 +212,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (DataError, KeyError, FloatingPointError, ValueError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {msg}", file=sys.stderr)
+    except (DataError, FloatingPointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 
