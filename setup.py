@@ -18,7 +18,7 @@ setup(
         "plot": ["matplotlib"],
         "ravdess": ["opencv-python-headless"],
         "bert": ["transformers"],
-        "search": ["optuna"],
+        "search": ["optuna>=3.0"],
     },
     entry_points={"console_scripts": ["merbench-plugins=merbench_plugins.__main__:main"]},
     py_modules=[],

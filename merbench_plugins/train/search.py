@@ -1,0 +1,1160 @@
+"""`python -m merbench_plugins search`: MERBench's hyperparameter protocol as one resumable command.
+
+MERBench picks a model's settings by random search over its ``model-tune.yaml`` grid, keeps the
+best cross-validation score, then re-runs that setting over several seeds and averages. This does
+the same on Optuna (the optional ``search`` extra):
+
+* each trial samples one setting from the grid (every list = a categorical choice; scalars and
+  one-value lists are fixed), writes it as a ``--hyper_path`` YAML and runs the runner in a child
+  process (standalone ``python -m merbench_plugins train`` or MERBench's ``main-robust.py``), so a
+  crash, an OOM or a NaN kills only that trial. The objective is the runner's cross-validation
+  metric (``cv.emoval``; ``cv.f1`` when it has no emoval), never a test set.
+* ``--sampler random`` (default) is MERBench's uniform random pick, without replacement until the
+  grid is used up; ``--sampler tpe`` is Optuna's TPE. A setting that already COMPLETEd is not
+  trained again: the new trial copies its result and says ``same as #k`` (duplicates are skipped
+  explicitly); once every setting of the grid is explored the workers stop.
+* the study lives in an RDB storage (default ``sqlite:///OUT/study.db``): rerunning the command
+  resumes it, ``--trials N`` is the study's total, finished trials are never lost. Optuna's RDB
+  storage hands each trial to exactly one worker. Trials left RUNNING by a dead worker are marked
+  FAIL and their setting is queued again (at most twice): at once when the worker ran on this host
+  (its pid is gone), else after ``2 x --heartbeat`` seconds without a heartbeat. A FAIL that was
+  re-queued does not count towards ``--trials``. Two workers that start a trial at the same instant
+  when one trial is left: the later trial number gives its trial back unrun (FAIL + user attribute
+  ``surplus``, left out of tables and counts).
+* failed trials (non-zero exit, NaN metric, timeout) are FAIL with the error tail in their user
+  attributes and count towards ``--trials``; a diverging run (the runner's ``FloatingPointError:
+  loss became nan/inf`` or "no epoch produced a finite eval metric") is PRUNED, as is a trial that
+  ``--pruner median`` stops on its per-fold eval metrics.
+* at the end: a table of every trial, the best setting re-run over ``--seeds`` fresh seeds, a
+  mean +- std table (markdown + CSV), ``best.yaml`` in MERBench's ``--hyper_path`` format and an
+  fANOVA importance plot (matplotlib extra).
+
+    python -m merbench_plugins search --model attention_robust_v2 --data DATA --trials 40 --workers 2 \\
+        --gpus 0,1 --seeds 5 --out search/ -- --feat_type utt --epochs 100
+"""
+import argparse
+import csv
+import io
+import itertools
+import json
+import math
+import os
+import random
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, Optional
+
+import yaml
+
+from . import report
+from .options import load_yaml
+
+INSTALL_HINT = "pip install 'merbench-plugins[search]'  (or: pip install 'optuna>=3.0')"
+METRICS = ("auto", "emoval", "f1", "acc", "val_mse")
+MAX_RETRIES = 2                      # a setting whose worker died is queued again at most this often
+EXACT_GRID_LIMIT = 20000             # grids up to this size are enumerated exactly by the random sampler
+# flags the search sets itself on every runner command line
+RESERVED_FLAGS = ("--model", "--hyper_path", "--tune_yaml", "--out", "--save_root", "--seed")
+DIVERGED = re.compile(r"FloatingPointError|loss became (?:nan|-?inf)|no epoch produced a finite eval metric")
+FOLD_LINE = re.compile(r"fold (\d+)(?:/\d+)?: best epoch \d+, eval \w+ (-?(?:[0-9.]+(?:e-?\d+)?|nan|inf))")
+
+
+class TrialFailed(Exception):
+    """The runner failed for this setting: record FAIL and go on."""
+
+
+# ---------------------------------------------------------------- optuna (optional extra)
+
+def import_optuna():
+    """Optuna, or None after telling how to install it."""
+    try:
+        import optuna
+    except ImportError:
+        print(f"error: the search command needs Optuna: {INSTALL_HINT}", file=sys.stderr)
+        return None
+    if int(optuna.__version__.split(".")[0]) < 3:
+        print(f"error: optuna {optuna.__version__} is too old (need >= 3.0): {INSTALL_HINT}", file=sys.stderr)
+        return None
+    optuna.logging.set_verbosity(optuna.logging.ERROR)   # we print one line per trial ourselves
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def default_storage(out: str) -> str:
+    return "sqlite:///" + os.path.abspath(os.path.join(out, "study.db"))
+
+
+def open_storage(optuna, url: str, heartbeat: int):
+    """RDBStorage with heartbeats; stale trials (worker gone) go to :func:`requeue`."""
+    kwargs = {}
+    if url.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}   # workers queue on the file lock
+    if heartbeat > 0:
+        import inspect
+        params = inspect.signature(optuna.storages.RDBStorage.__init__).parameters
+        callback_kw = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params \
+            else "failed_trial_callback"       # optuna < 5
+        kwargs.update(heartbeat_interval=int(heartbeat), grace_period=int(2 * heartbeat),
+                      **{callback_kw: requeue})
+    return optuna.storages.RDBStorage(url, **kwargs)
+
+
+def requeue(study, trial):
+    """Queue a dead worker's setting again (the FAIL stays in the history, marked by ``retry_of``)."""
+    retries = int(trial.user_attrs.get("retries", 0)) + 1
+    if retries > MAX_RETRIES:
+        return
+    params = dict(trial.params) or dict(trial.system_attrs.get("fixed_params", {}))
+    study.enqueue_trial(params, user_attrs={"retry_of": trial.number, "retries": retries})
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_stale_trials(optuna, study) -> List[int]:
+    """Mark RUNNING trials of dead workers FAIL and queue their settings again; returns their numbers.
+
+    Same host: the worker's pid is checked (immediate). Other hosts: Optuna's heartbeat (after the
+    grace period). Only the process whose state change succeeds re-queues, so a setting is queued once.
+    """
+    TrialState = optuna.trial.TrialState
+    storage, host, failed = study._storage, socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get("worker_pid")
+        if t.user_attrs.get("worker_host") != host or pid is None or pid_alive(int(pid)):
+            continue
+        try:
+            storage.set_trial_user_attr(t._trial_id, "error", f"worker pid {pid} on {host} died mid-trial")
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                failed.append(t.number)
+                requeue(study, storage.get_trial(t._trial_id))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass                                   # another process got there first
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    optuna.storages.fail_stale_trials(study)       # other hosts: heartbeat older than the grace period
+    failed += sorted({t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} - before)
+    return failed
+
+
+def make_grid_sampler(optuna, space: Dict[str, list], seed: int):
+    """MERBench's random pick over the grid, without replacement while untried settings remain.
+
+    Every worker walks the same seeded random order of the grid, and trial n takes the first setting
+    that no trial numbered below n holds or will hold (a trial still choosing is replayed with this
+    same rule), so workers that sample at the same instant still pick different settings."""
+    TrialState = optuna.trial.TrialState
+    keys = sorted(space)
+    exact = grid_size(space) <= EXACT_GRID_LIMIT
+
+    class GridRandomSampler(optuna.samplers.BaseSampler):
+        def __init__(self):
+            self.rng = random.Random()
+            self.order = None
+            self.distributions = {k: optuna.distributions.CategoricalDistribution(space[k]) for k in keys}
+
+        def infer_relative_search_space(self, study, trial):
+            return dict(self.distributions)
+
+        def first_free(self, taken):
+            if self.order is None:
+                self.order = list(itertools.product(*(space[k] for k in keys)))
+                random.Random(seed).shuffle(self.order)
+            return next((c for c in self.order if c not in taken), None)
+
+        def sample_relative(self, study, trial, search_space):
+            if not search_space:
+                return {}
+            if not exact:                           # huge grid: collisions are negligible
+                taken = {setting_key(p, keys) for p in explored_settings(optuna, study, exclude=trial.number)}
+                for _ in range(200):
+                    pick = tuple(self.rng.choice(space[k]) for k in keys)
+                    if pick not in taken:
+                        break
+                return dict(zip(keys, pick))
+            taken = set()
+            for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+                if t.number >= trial.number:
+                    break
+                if t.state == TrialState.FAIL and "outcome" not in t.user_attrs:
+                    continue                        # a dead worker's trial: its retry holds the setting
+                p = t.params or t.system_attrs.get("fixed_params") or {}
+                if all(k in p for k in keys):
+                    taken.add(setting_key(p, keys))
+                elif t.state in (TrialState.RUNNING, TrialState.WAITING):
+                    pending = self.first_free(taken)  # still choosing: it takes what this rule gives it
+                    if pending is not None:
+                        taken.add(pending)
+            pick = self.first_free(taken)
+            if pick is None:                        # grid used up: a duplicate (its result is reused)
+                pick = tuple(self.rng.choice(space[k]) for k in keys)
+            return dict(zip(keys, pick))
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self.rng.choice(list(param_distribution.choices))
+
+    return GridRandomSampler()
+
+
+def make_sampler(optuna, kind: str, space, seed: Optional[int], order_seed: int):
+    if kind == "random":
+        return make_grid_sampler(optuna, space, order_seed)
+    try:   # constant_liar: parallel workers do not all propose the same promising setting
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    except TypeError:
+        return optuna.samplers.TPESampler(seed=seed)
+
+
+# ---------------------------------------------------------------- grid
+
+def coerce_scalar(v):
+    """YAML 1.1 reads ``1e-3`` (MERBench's lr grid) as a string: take the number it means."""
+    if isinstance(v, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", v.strip()):
+        return float(v)
+    return v
+
+
+def split_grid(entry: dict, source: str):
+    """model -> (searched {key: [choices]}, fixed {key: value})."""
+    if not isinstance(entry, dict) or not entry:
+        raise SystemExit(f"error: the grid in {source} must map setting names to lists of values")
+    space, fixed = {}, {}
+    for key, values in entry.items():
+        values = values if isinstance(values, list) else [values]
+        values = list(dict.fromkeys(coerce_scalar(v) for v in values))     # dedupe, keep order
+        if not values:
+            raise SystemExit(f"error: {source}: {key} has an empty list; give at least one value")
+        bad = [v for v in values if not isinstance(v, (bool, int, float, str)) and v is not None]
+        if bad:
+            raise SystemExit(f"error: {source}: {key} has non-scalar values {bad}; grid values must be "
+                             "numbers, strings, booleans or null")
+        if len(values) > 1:
+            space[str(key)] = values
+        else:
+            fixed[str(key)] = values[0]
+    return space, fixed
+
+
+def load_grid(args):
+    """The model's grid: --grid, else MERBench's toolkit/model-tune.yaml (--merbench) or the
+    checkout's model-tune.yaml, else the registry's declared grid."""
+    candidates = [args.grid] if args.grid else []
+    if not args.grid and args.merbench:
+        candidates.append(os.path.join(args.merbench, "toolkit", "model-tune.yaml"))
+    if not args.grid and not args.merbench:
+        from .tune_yaml import repo_yaml_path
+        candidates.append(repo_yaml_path())
+    for path in candidates:
+        if path and (os.path.isfile(path) or path == args.grid):
+            table = load_yaml(path)
+            if args.model in table:
+                return split_grid(table[args.model], path) + (os.path.abspath(path),)
+            if path == args.grid:
+                raise SystemExit(f"error: {path} has no entry for model {args.model!r} (has: {', '.join(table)})")
+    from .. import registry
+    try:
+        return split_grid(registry.model_grid(args.model), "the registry") + ("registry",)
+    except KeyError as exc:
+        raise SystemExit(f"error: {exc.args[0]}; pass its grid with --grid FILE") from None
+
+
+def grid_size(space: Dict[str, list]) -> int:
+    return int(math.prod(len(v) for v in space.values())) if space else 1
+
+
+def setting_key(params: dict, keys) -> tuple:
+    return tuple(params.get(k) for k in keys)
+
+
+def explored_settings(optuna, study, exclude: Optional[int] = None):
+    """Settings that need no new run: COMPLETE, PRUNED, failed by the runner, running or queued."""
+    TrialState = optuna.trial.TrialState
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        if t.number == exclude:
+            continue
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING) or \
+                (t.state == TrialState.FAIL and "outcome" in t.user_attrs):
+            out.append(t.params or t.system_attrs.get("fixed_params", {}))
+    return out
+
+
+# ---------------------------------------------------------------- budget and progress
+
+def not_counted(optuna, trials):
+    """Numbers of FAIL trials outside the budget: re-queued after their worker died, or surplus."""
+    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    return {t.number for t in trials if t.state == optuna.trial.TrialState.FAIL and
+            (t.number in retried or t.user_attrs.get("surplus"))}
+
+
+def budget(optuna, trials):
+    """(counted, running, waiting): counted = finished trials, less the FAILs of :func:`not_counted`."""
+    S = optuna.trial.TrialState
+    skip = not_counted(optuna, trials)
+    counted = sum(1 for t in trials if t.state in (S.COMPLETE, S.PRUNED, S.FAIL) and t.number not in skip)
+    return (counted, sum(t.state == S.RUNNING for t in trials), sum(t.state == S.WAITING for t in trials))
+
+
+def is_surplus(optuna, trial, total: int) -> bool:
+    """Two workers that check the budget at the same instant may both start a trial. Trial numbers are
+    handed out atomically, so the one whose number is past --trials (not counting re-queued FAILs)
+    gives its trial back unrun. Re-queued settings always run: they replace a counted trial."""
+    if "retry_of" in trial.user_attrs:
+        return False
+    trials = trial.study.get_trials(deepcopy=False)
+    skip = not_counted(optuna, trials)
+    return sum(1 for t in trials if t.number < trial.number and t.number not in skip) >= total
+
+
+def grid_exhausted(optuna, trials, space) -> bool:
+    S = optuna.trial.TrialState
+    keys = sorted(space)
+    done = {setting_key(t.params, keys) for t in trials
+            if t.state in (S.COMPLETE, S.PRUNED) or (t.state == S.FAIL and "outcome" in t.user_attrs)}
+    return len(done) >= grid_size(space)
+
+
+def short_params(params: dict) -> str:
+    return ", ".join(f"{k}={fmt_param(v)}" for k, v in sorted(params.items())) or "(fixed grid)"
+
+
+def progress_line(optuna, study, total: int, metric_label: str) -> str:
+    S = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    counted, running, waiting = budget(optuna, trials)
+    skip = not_counted(optuna, trials)
+    n = {s: sum(t.state == s and t.number not in skip for t in trials) for s in (S.COMPLETE, S.PRUNED, S.FAIL)}
+    lost = sum(1 for t in trials if t.number in skip and not t.user_attrs.get("surplus"))
+    line = (f"[search {study.study_name}] {counted}/{total} done: {n[S.COMPLETE]} complete, {n[S.PRUNED]} pruned, "
+            f"{n[S.FAIL]} failed" + (f" (+{lost} lost with their worker, re-queued)" if lost else "") +
+            f" | {running} running" + (f", {waiting} queued" if waiting else ""))
+    best = best_trial(optuna, study)
+    if best is not None:
+        line += f" | best #{best.number} {metric_label} {best.value:.4f} ({short_params(best.params)})"
+    return line
+
+
+def best_trial(optuna, study):
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------- running the runner
+
+def _die_with_parent():
+    """Linux: the runner dies with the worker (SIGKILL of a worker must not leave orphans training)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))   # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def child_main(argv):
+    """Entry of a trial's child process: ``PARENT_PID module|script TARGET ARGS...``."""
+    import runpy
+    parent, kind, target, rest = int(argv[0]), argv[1], argv[2], argv[3:]
+    _die_with_parent()
+    if os.getppid() != parent:          # the worker died before prctl took effect
+        sys.exit(1)
+    sys.argv = [target] + rest
+    if kind == "module":
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
+    else:
+        runpy.run_path(target, run_name="__main__")
+
+
+def child_env():
+    env = dict(os.environ)
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def runner_command(args, hyper_path: str, run_dir: str, seed: int, gpu: Optional[int]):
+    """(argv, cwd) of one training run: standalone runner or MERBench's main-robust.py."""
+    boot = ["-c", "import sys; from merbench_plugins.train.search import child_main; child_main(sys.argv[1:])",
+            str(os.getpid())]
+    if args.merbench:
+        cmd = boot + ["script", "main-robust.py", "--model", args.model, "--hyper_path", hyper_path,
+                      "--save_root", os.path.join(run_dir, "saved"), "--seed", str(seed)]
+        if gpu is not None:
+            cmd += ["--gpu", str(gpu)]
+        cwd = args.merbench
+    else:
+        cmd = boot + ["module", "merbench_plugins", "train", args.data, "--model", args.model,
+                      "--hyper_path", hyper_path, "--out", run_dir, "--seed", str(seed)]
+        if gpu is not None:
+            cmd += ["--device", f"cuda:{gpu}"]
+        cwd = None
+    return [sys.executable] + cmd + list(args.runner_args), cwd
+
+
+def find_summary(run_dir: str, args) -> Optional[str]:
+    import glob
+    pattern = os.path.join(run_dir, "saved*", "summary", "*.json") if args.merbench else \
+        os.path.join(run_dir, f"summary_{args.model}_*.json")
+    found = sorted(glob.glob(pattern), key=os.path.getmtime)
+    return found[-1] if found else None
+
+
+def error_tail(text: str, lines: int = 25, chars: int = 3000) -> str:
+    """The end of a log without progress-bar noise."""
+    keep = [ln for ln in text.splitlines() if ln.strip() and "it/s]" not in ln and "s/it]" not in ln]
+    return "\n".join(keep[-lines:])[-chars:]
+
+
+def run_training(args, hyper_path: str, run_dir: str, seed: int, gpu: Optional[int], on_line=None,
+                 timeout: Optional[float] = None):
+    """Run one training in a child process, log to run_dir/log.txt; returns (returncode, log text).
+
+    ``on_line(line)`` may return True to stop the run (pruning); KeyboardInterrupt kills the child."""
+    cmd, cwd = runner_command(args, hyper_path, run_dir, seed, gpu)
+    log_path = os.path.join(run_dir, "log.txt")
+    proc = subprocess.Popen(cmd, cwd=cwd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, errors="replace", bufsize=1)
+    expired = []
+
+    def expire():
+        expired.append(True)
+        proc.kill()
+
+    timer = threading.Timer(timeout, expire) if timeout else None
+    if timer:
+        timer.daemon = True
+        timer.start()
+    buf = io.StringIO()
+    try:
+        with open(log_path, "w") as log:
+            log.write("$ " + " ".join(shlex.quote(c) for c in cmd) + "\n")
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                buf.write(line)
+                if on_line is not None and on_line(line):
+                    proc.kill()
+                    break
+        proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        if timer:
+            timer.cancel()
+    return proc.returncode, buf.getvalue(), bool(expired)
+
+
+def read_cv(summary_path: str) -> dict:
+    with open(summary_path) as f:
+        return json.load(f)
+
+
+def objective_value(cv: dict, metric: str):
+    """(name, value) of the objective from a summary's ``cv`` block; value None when missing/NaN."""
+    name = metric
+    if metric == "auto":
+        name = "emoval" if "emoval" in cv else "f1"     # present but NaN/null -> the trial fails
+    value = cv.get(name)
+    if value is None or not math.isfinite(float(value)):
+        return name, None
+    return name, float(value)
+
+
+def write_hyper_yaml(path: str, model: str, settings: dict, comment: str = "") -> str:
+    text = (comment + "\n" if comment else "") + yaml.safe_dump({model: settings}, sort_keys=False,
+                                                                 default_flow_style=False)
+    report.atomic_write_text(path, text)
+    return path
+
+
+# ---------------------------------------------------------------- the worker
+
+def make_objective(optuna, args, space, fixed, gpu, current):
+    S = optuna.trial.TrialState
+    keys = sorted(space)
+
+    def objective(trial):
+        current["number"] = trial.number
+        trial.set_user_attr("worker_host", socket.gethostname())
+        trial.set_user_attr("worker_pid", os.getpid())
+        if is_surplus(optuna, trial, args.trials):
+            trial.set_user_attr("surplus", True)
+            current["surplus"] = True
+            raise TrialFailed("surplus: the study already holds --trials trials")
+        params = {k: trial.suggest_categorical(k, space[k]) for k in keys}
+        # a setting that already COMPLETEd: copy its result instead of training it again
+        for t in trial.study.get_trials(deepcopy=False, states=(S.COMPLETE,)):
+            if t.number != trial.number and setting_key(t.params, keys) == setting_key(params, keys):
+                original = t.user_attrs.get("same_as", t.number)
+                trial.set_user_attr("same_as", original)
+                trial.set_user_attr("cv", t.user_attrs.get("cv", {}))
+                print(f"trial {trial.number}: same setting as #{original}, result reused ({short_params(params)})",
+                      flush=True)
+                return t.value
+        run_dir = report.unique_path(os.path.join(args.out, "trials", f"trial_{trial.number:04d}"))
+        os.makedirs(run_dir)
+        trial.set_user_attr("dir", run_dir)
+        if gpu is not None:
+            trial.set_user_attr("gpu", gpu)
+        hyper = write_hyper_yaml(os.path.join(run_dir, "hyper.yaml"), args.model, {**fixed, **params})
+
+        folds = {}
+
+        def on_line(line):
+            m = FOLD_LINE.search(line)
+            if m and m.group(2) not in ("nan", "inf"):
+                folds[int(m.group(1))] = float(m.group(2))
+                trial.report(folds[int(m.group(1))] * (-1 if args.metric == "val_mse" else 1), int(m.group(1)))
+                return trial.should_prune()
+            return False
+
+        start = time.time()
+        try:
+            code, log, timed_out = run_training(args, hyper, run_dir, args.seed, gpu, on_line=on_line,
+                                                timeout=args.trial_timeout)
+        except KeyboardInterrupt:
+            trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM)")
+            raise
+        seconds = time.time() - start
+        trial.set_user_attr("seconds", round(seconds, 2))
+        tail = error_tail(log)
+        if code != 0:
+            trial.set_user_attr("returncode", code)
+            trial.set_user_attr("error", tail)
+            if code < 0 and trial.should_prune():
+                last = max(folds)
+                trial.set_user_attr("outcome", "pruned")
+                trial.set_user_attr("error", f"stopped by the median pruner after fold {last} (eval {folds[last]:.4f})")
+                raise optuna.TrialPruned("stopped by the median pruner on its per-fold eval metric")
+            if DIVERGED.search(log):
+                trial.set_user_attr("outcome", "diverged")
+                raise optuna.TrialPruned("diverged: " + tail.splitlines()[-1] if tail else "diverged")
+            trial.set_user_attr("outcome", "timeout" if timed_out else "killed" if code < 0 else "error")
+            why = f"timed out after {args.trial_timeout}s" if timed_out else \
+                f"runner killed by signal {-code} (out of memory?)" if code < 0 else f"runner exit {code}"
+            raise TrialFailed(f"{why}: {tail.splitlines()[-1] if tail else ''}")
+        summary_path = find_summary(run_dir, args)
+        if summary_path is None:
+            trial.set_user_attr("outcome", "error")
+            trial.set_user_attr("error", "runner exited 0 but wrote no summary JSON\n" + tail)
+            raise TrialFailed(f"no summary JSON in {run_dir}")
+        cv = read_cv(summary_path).get("cv", {})
+        trial.set_user_attr("cv", cv)
+        trial.set_user_attr("summary", summary_path)
+        name, value = objective_value(cv, args.metric)
+        if value is None:
+            trial.set_user_attr("outcome", "nan")
+            trial.set_user_attr("error", f"cv {name} is {cv.get(name)!r} (cv: {cv})")
+            raise TrialFailed(f"cv {name} is missing or NaN")
+        return value
+
+    return objective
+
+
+def describe_finished(optuna, study, number: int, metric_label: str) -> str:
+    t = study.get_trials(deepcopy=False)[number]
+    s = f"trial {t.number} {t.state.name}"
+    if t.value is not None and t.state == optuna.trial.TrialState.COMPLETE:
+        s += f" {metric_label} {t.value:.4f}"
+    if "seconds" in t.user_attrs:
+        s += f" in {t.user_attrs['seconds']:.1f}s"
+    s += f" ({short_params(t.params)})"
+    if t.state != optuna.trial.TrialState.COMPLETE and t.user_attrs.get("error"):
+        s += ": " + t.user_attrs["error"].splitlines()[-1][:200]
+    return s
+
+
+def run_worker(optuna, args, space, fixed, order_seed: int, worker_index: int, announce: bool) -> int:
+    """One worker: run trials of the shared study until it holds --trials (or the grid is used up)."""
+    gpu = args.gpu_list[worker_index % len(args.gpu_list)] if args.gpu_list else None
+    seed = None if args.sampler_seed is None else args.sampler_seed + 7919 * worker_index
+    storage = open_storage(optuna, args.storage, args.heartbeat)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3) if args.pruner == "median" else optuna.pruners.NopPruner()
+    study = optuna.load_study(study_name=args.study, storage=storage,
+                              sampler=make_sampler(optuna, args.sampler, space, seed, order_seed), pruner=pruner)
+    metric_label = "cv " + (args.metric if args.metric != "auto" else "emoval")
+    current = {}
+    objective = make_objective(optuna, args, space, fixed, gpu, current)
+    try:                                      # SLURM preemption / scancel: requeue, then stop
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:                        # not the main thread
+        previous = None
+    try:
+        return _worker_loop(optuna, args, space, study, objective, current, worker_index, announce, metric_label)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _worker_loop(optuna, args, space, study, objective, current, worker_index, announce, metric_label) -> int:
+    while True:
+        stale = fail_stale_trials(optuna, study)
+        if stale:
+            print(f"worker {worker_index}: marked FAIL trial(s) {stale} left RUNNING by a dead worker; "
+                  "their settings are queued again", flush=True)
+        trials = study.get_trials(deepcopy=False)
+        counted, running, waiting = budget(optuna, trials)
+        if not waiting and counted >= args.trials:
+            break
+        if not waiting and counted + running >= args.trials:
+            if args.heartbeat <= 0:
+                break             # the running trials are someone else's; without heartbeats we cannot tell if they live
+            time.sleep(2)         # wait for the last trials: if their worker dies, their settings come back here
+            continue
+        if not waiting and grid_exhausted(optuna, trials, space):
+            print(f"worker {worker_index}: every setting of the grid ({grid_size(space)}) has been tried; stopping",
+                  flush=True)
+            break
+        current.clear()
+        try:
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
+        except KeyboardInterrupt:
+            for sig in (signal.SIGINT, signal.SIGTERM):     # a second signal must not cut the re-queue short
+                try:
+                    signal.signal(sig, signal.SIG_IGN)
+                except ValueError:
+                    pass
+            if "number" in current:
+                t = study.get_trials(deepcopy=False)[current["number"]]
+                if t.state == optuna.trial.TrialState.FAIL:
+                    requeue(study, t)
+                print(f"\ninterrupted: trial {current['number']} is queued again; rerun the same command to resume",
+                      flush=True)
+            return 130
+        if "number" in current and not current.get("surplus"):
+            print(describe_finished(optuna, study, current["number"], metric_label), flush=True)
+            if announce:
+                print(progress_line(optuna, study, args.trials, metric_label), flush=True)
+    return 0
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+# ---------------------------------------------------------------- orchestration
+
+def worker_argv(args, worker_index) -> List[str]:
+    """The command line of one worker process (local or SLURM) joining the same study."""
+    argv = [sys.executable, "-m", "merbench_plugins", "search", "--model", args.model, "--out", args.out,
+            "--storage", args.storage, "--study", args.study, "--trials", str(args.trials),
+            "--sampler", args.sampler, "--metric", args.metric, "--seed", str(args.seed),
+            "--heartbeat", str(args.heartbeat), "--pruner", args.pruner]
+    argv += ["--merbench", args.merbench] if args.merbench else ["--data", args.data]
+    if args.grid:
+        argv += ["--grid", args.grid]
+    if args.gpus and worker_index != "$SLURM_ARRAY_TASK_ID":
+        argv += ["--gpus", args.gpus]
+    if args.sampler_seed is not None:
+        argv += ["--sampler_seed", str(args.sampler_seed)]
+    if args.trial_timeout:
+        argv += ["--trial_timeout", str(args.trial_timeout)]
+    argv += ["--worker_index", str(worker_index)]
+    if args.runner_args:
+        argv += ["--"] + list(args.runner_args)
+    return argv
+
+
+def run_local_workers(optuna, args, study, metric_label, workers: int) -> int:
+    """K worker processes sharing the study; this process prints progress until they all exit."""
+    log_dir = os.path.join(args.out, "logs")
+    os.makedirs(log_dir, exist_ok=True)
+    procs = []
+    for i in range(workers):
+        log = open(os.path.join(log_dir, f"worker_{i}.log"), "a")
+        procs.append((subprocess.Popen(worker_argv(args, i), stdout=log, stderr=subprocess.STDOUT, env=child_env()), log))
+    print(f"started {workers} workers (logs: {log_dir}/worker_*.log)", flush=True)
+    last = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:
+        previous = None
+    try:
+        while True:
+            alive = [p for p, _ in procs if p.poll() is None]
+            line = progress_line(optuna, study, args.trials, metric_label)
+            if line != last:
+                print(line, flush=True)
+                last = line
+            if not alive:
+                break
+            time.sleep(2)
+    except KeyboardInterrupt:
+        for p, _ in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)      # workers re-queue their running trial, then exit
+        for p, _ in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        print("\ninterrupted; rerun the same command to resume", flush=True)
+        return 130
+    finally:
+        for _, log in procs:
+            log.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    bad = [(i, p.returncode) for i, (p, _) in enumerate(procs) if p.returncode != 0]
+    for i, code in bad:
+        print(f"warning: worker {i} exited with {code}; see {log_dir}/worker_{i}.log", file=sys.stderr)
+    return 0
+
+
+def submit_slurm(args) -> int:
+    """Write an sbatch array of workers + a dependent report job; submit them if sbatch exists."""
+    slurm_dir = os.path.join(args.out, "slurm")
+    os.makedirs(slurm_dir, exist_ok=True)
+    extra = [f"#SBATCH {a}" for a in shlex.split(args.sbatch_args or "")]
+    head = ["#!/bin/bash", f"#SBATCH --job-name=search-{args.study}"] + \
+        (["#SBATCH --gres=gpu:1"] if not args.no_gres else []) + extra
+    quote = lambda argv: " ".join(a if a == "$SLURM_ARRAY_TASK_ID" else shlex.quote(a) for a in argv)  # noqa: E731
+    workers = head + [f"#SBATCH --array=0-{args.workers - 1}", f"#SBATCH --output={slurm_dir}/worker_%a.log",
+                      f"cd {shlex.quote(os.getcwd())}", "exec " + quote(worker_argv(args, "$SLURM_ARRAY_TASK_ID"))]
+    final = worker_argv(args, 0)
+    final = final[:final.index("--worker_index")] + ["--report_only", "--seeds", str(args.seeds)] + \
+        final[final.index("--worker_index") + 2:]
+    reporter = head + [f"#SBATCH --output={slurm_dir}/report.log", f"cd {shlex.quote(os.getcwd())}", "exec " + quote(final)]
+    search_sh, report_sh = os.path.join(slurm_dir, "search.sbatch"), os.path.join(slurm_dir, "report.sbatch")
+    report.atomic_write_text(search_sh, "\n".join(workers) + "\n")
+    report.atomic_write_text(report_sh, "\n".join(reporter) + "\n")
+    if args.storage.startswith("sqlite"):
+        print("warning: SQLite on a shared filesystem is unreliable with many nodes; prefer "
+              "--storage postgresql://USER:PASS@HOST/DB (any Optuna RDB URL)", file=sys.stderr)
+    how = f"JOB=$(sbatch --parsable {search_sh}) && sbatch --dependency=afterany:$JOB {report_sh}"
+    if shutil.which("sbatch") is None:
+        print(f"sbatch not found on PATH: nothing submitted. Wrote {search_sh} ({args.workers} workers) and "
+              f"{report_sh} (table, seeds, best.yaml). Submit from a SLURM login node with:\n  {how}")
+        return 1
+    job = subprocess.run(["sbatch", "--parsable", search_sh], capture_output=True, text=True)
+    if job.returncode != 0:
+        print(f"error: sbatch failed: {job.stderr.strip()}", file=sys.stderr)
+        return 1
+    job_id = job.stdout.strip().split(";")[0]
+    rep = subprocess.run(["sbatch", "--parsable", f"--dependency=afterany:{job_id}", report_sh],
+                         capture_output=True, text=True)
+    if rep.returncode != 0:
+        print(f"error: sbatch (report job) failed: {rep.stderr.strip()}", file=sys.stderr)
+        return 1
+    print(f"submitted worker array {job_id} ({args.workers} tasks) and report job {rep.stdout.strip()}; "
+          f"watch with: python -m merbench_plugins search --model {args.model} --out {args.out} "
+          f"--storage '{args.storage}' --study {args.study} --status")
+    return 0
+
+
+# ---------------------------------------------------------------- the report
+
+def trial_note(optuna, t, retried_by) -> str:
+    S = optuna.trial.TrialState
+    notes = []
+    if "retry_of" in t.user_attrs:
+        notes.append(f"retry of #{t.user_attrs['retry_of']}")
+    if "same_as" in t.user_attrs:
+        notes.append(f"same as #{t.user_attrs['same_as']}")
+    if t.state in (S.FAIL, S.PRUNED):
+        err = (t.user_attrs.get("error") or "").strip().splitlines()
+        if err:
+            notes.append(err[-1][:120])
+        elif t.state == S.FAIL:
+            notes.append("worker lost (no heartbeat)" if t.number in retried_by else "failed")
+    if t.number in retried_by:
+        notes.append(f"re-queued as #{retried_by[t.number]}")
+    return "; ".join(notes)
+
+
+def seconds(t) -> Optional[str]:
+    s = t.user_attrs.get("seconds")
+    return None if s is None else f"{s:.1f}"
+
+
+def fmt_param(v):
+    """Settings as written in the grid (1e-05 stays 1e-05, not 0.0000)."""
+    return f"{v:g}" if isinstance(v, float) else v
+
+
+def trials_table(optuna, study, space, metric_name):
+    trials = study.get_trials(deepcopy=False)
+    retried_by = {t.user_attrs["retry_of"]: t.number for t in trials if "retry_of" in t.user_attrs}
+    keys = sorted(space)
+    cv_keys = [k for k in ("f1", "acc", "val_mse", "emoval") if k != metric_name]
+    headers = ["trial", "state"] + keys + [f"cv {metric_name}"] + [f"cv {k}" for k in cv_keys] + ["seconds", "note"]
+    rows = []
+    for t in trials:
+        if t.user_attrs.get("surplus"):
+            continue
+        cv = t.user_attrs.get("cv") or {}
+        params = t.params or t.system_attrs.get("fixed_params") or {}
+        rows.append([t.number, t.state.name] + [fmt_param(params.get(k)) for k in keys] +
+                    [t.value if t.state == optuna.trial.TrialState.COMPLETE else None] +
+                    [cv.get(k) for k in cv_keys] + [seconds(t), trial_note(optuna, t, retried_by)])
+    return headers, rows
+
+
+def write_csv(path: str, headers, rows):
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(headers)
+    for r in rows:
+        w.writerow(["" if v is None else v for v in r])
+    report.atomic_write_text(path, buf.getvalue())
+
+
+def importance_plot(optuna, study, path: str) -> str:
+    """fANOVA importance of the searched settings as a bar chart; returns a one-line note."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    distinct = {json.dumps(t.params, sort_keys=True) for t in complete}
+    if len(distinct) < 3:
+        return f"importance plot skipped: {len(distinct)} distinct complete setting(s); fANOVA needs at least 3"
+    try:
+        from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+        importances = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
+    except Exception as exc:   # too few complete trials, one setting only, sklearn missing, ...
+        return f"importance plot skipped: {type(exc).__name__}: {exc}"
+    if not importances:
+        return "importance plot skipped: no searched setting varied among complete trials"
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return ("importances (fANOVA): " + ", ".join(f"{k} {v:.3f}" for k, v in importances.items()) +
+                "; plot skipped: pip install 'merbench-plugins[plot]'")
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1.2))
+    ax.barh(names, [importances[n] for n in names], color="#4477aa")
+    ax.set_xlabel("fANOVA importance of the cross-validation metric")
+    ax.set_title(f"{study.study_name}: {len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))} complete trials")
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return f"importance plot: {path} (" + ", ".join(f"{k} {v:.3f}" for k, v in importances.items()) + ")"
+
+
+def rerun_seeds(args, best_yaml_text: str, seeds: List[int]):
+    """The best setting over fresh seeds (in parallel over --workers / --gpus); reuses finished runs."""
+    def one(i_seed):
+        i, seed = i_seed
+        run_dir = os.path.join(args.out, "best", f"seed_{seed}")
+        hyper = os.path.join(run_dir, "hyper.yaml")
+        summary = find_summary(run_dir, args) if os.path.isdir(run_dir) else None
+        if summary and os.path.isfile(hyper) and open(hyper).read() == best_yaml_text:
+            return seed, read_cv(summary), None
+        if os.path.isdir(run_dir):
+            shutil.rmtree(run_dir)
+        os.makedirs(run_dir)
+        report.atomic_write_text(hyper, best_yaml_text)
+        gpu = args.gpu_list[i % len(args.gpu_list)] if args.gpu_list else None
+        code, log, _ = run_training(args, hyper, run_dir, seed, gpu, timeout=args.trial_timeout)
+        summary = find_summary(run_dir, args)
+        if code != 0 or summary is None:
+            return seed, None, error_tail(log).splitlines()[-1:] or [f"exit {code}"]
+        return seed, read_cv(summary), None
+
+    with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
+        return list(pool.map(one, list(enumerate(seeds))))
+
+
+def seeds_table(results, metric_name):
+    """Rows per seed, then mean and std (sample std over seeds) of every test metric and the cv metric."""
+    ok = [(seed, s) for seed, s, err in results if s is not None]
+    tests = sorted({t for _, s in ok for t in s.get("tests", {})})
+    metrics = [m for m in ("f1", "acc", "val_mse", "emoval")
+               if any(s["tests"].get(t, {}).get(m) is not None for _, s in ok for t in tests)]
+    cols = [("cv", metric_name)] + [(t, m) for t in tests for m in metrics]
+    headers = ["seed"] + [f"{t} {m}" for t, m in cols]
+    value = lambda s, t, m: (s.get("cv", {}) if t == "cv" else s.get("tests", {}).get(t, {})).get(m)  # noqa: E731
+    rows = [[seed] + [value(s, t, m) for t, m in cols] for seed, s in ok]
+    stats = []
+    for j in range(1, len(headers)):
+        xs = [r[j] for r in rows if r[j] is not None]
+        mean = float(sum(xs) / len(xs)) if xs else None
+        std = float(math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))) if len(xs) > 1 else None
+        stats.append((mean, std))
+    return headers, rows, stats
+
+
+def finalize(optuna, args, study, space, fixed, grid_source) -> int:
+    """Trials table, best.yaml, the best setting over --seeds seeds, importance plot, summary.json."""
+    metric_name = args.metric if args.metric != "auto" else "emoval"
+    headers, rows = trials_table(optuna, study, space, metric_name)
+    report.atomic_write_text(os.path.join(args.out, "trials.md"), report.markdown_table(headers, rows) + "\n")
+    write_csv(os.path.join(args.out, "trials.csv"), headers, rows)
+    shown = rows if len(rows) <= 40 else sorted(rows, key=lambda r: -1e9 if r[len(space) + 2] is None else
+                                                (r[len(space) + 2] * (-1 if args.metric == "val_mse" else 1)))[::-1][:40]
+    print(f"\ntrials ({len(rows)}; all in {os.path.join(args.out, 'trials.md')}"
+          + (", top 40 shown" if len(rows) > 40 else "") + "):")
+    print(report.markdown_table(headers, shown))
+    if fixed:
+        print("fixed: " + short_params(fixed))
+    best = best_trial(optuna, study)
+    if best is None:
+        print(f"error: no trial completed; the errors are in {os.path.join(args.out, 'trials.md')} "
+              "and each trial's log.txt", file=sys.stderr)
+        return 1
+    settings = {**fixed, **best.params}
+    comment = (f"# best of study {study.study_name!r}: trial {best.number}, cv {metric_name} {best.value:.4f}\n"
+               f"# grid: {grid_source}; use with --hyper_path (MERBench's format: model -> settings)")
+    best_path = write_hyper_yaml(os.path.join(args.out, "best.yaml"), args.model, settings, comment)
+    print(f"\nbest: trial {best.number}, cv {metric_name} {best.value:.4f} ({short_params(best.params)}) -> {best_path}")
+    summary = {"study": study.study_name, "model": args.model, "storage": args.storage, "metric": metric_name,
+               "best_trial": best.number, "best_value": best.value, "best_settings": settings,
+               "trials": len(rows), "grid_source": grid_source}
+    if args.seeds > 0:
+        seeds = [args.seed + 1 + k for k in range(args.seeds)]      # fresh seeds: the search ran at --seed
+        print(f"re-running the best setting over seeds {seeds} ...", flush=True)
+        with open(best_path) as f:
+            results = rerun_seeds(args, f.read(), seeds)
+        for seed, s, err in results:
+            if s is None:
+                print(f"warning: seed {seed} failed: {err[0] if err else ''}", file=sys.stderr)
+        h, r, stats = seeds_table(results, metric_name)
+        if r:
+            pm = ["mean ± std"] + [None if m is None else f"{m:.4f}" + ("" if sd is None else f" ± {sd:.4f}")
+                                   for m, sd in stats]
+            table = report.markdown_table(h, r + [pm])
+            report.atomic_write_text(os.path.join(args.out, "best_seeds.md"),
+                                     f"{args.model}, best setting ({short_params(settings)}), {len(r)} seeds\n\n{table}\n")
+            write_csv(os.path.join(args.out, "best_seeds.csv"), h,
+                      r + [["mean"] + [m for m, _ in stats], ["std"] + [sd for _, sd in stats]])
+            print(table)
+            summary["seeds"] = {col: {"mean": m, "std": sd} for col, (m, sd) in zip(h[1:], stats)}
+            summary["seed_runs"] = [{"seed": seed, "ok": s is not None} for seed, s, _ in results]
+        else:
+            print("error: every seed re-run failed; see best/seed_*/log.txt", file=sys.stderr)
+    note = importance_plot(optuna, study, os.path.join(args.out, "importance.png"))
+    print(note)
+    summary["importance"] = note
+    report.write_json(os.path.join(args.out, "summary.json"), summary)
+    return 0
+
+
+# ---------------------------------------------------------------- command line
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="python -m merbench_plugins search",
+        description="MERBench's hyperparameter protocol on Optuna: search a model's model-tune.yaml grid "
+                    "(random or TPE) on the cross-validation metric, then re-run the best setting over "
+                    "several seeds. Resumable (rerun the same command); scales to many workers via a shared "
+                    "RDB storage. Runner flags go after `--`.",
+        epilog="example: python -m merbench_plugins search --model attention_robust_v2 --data data/ --trials 40 "
+               "--workers 2 --gpus 0,1 -- --feat_type utt --epochs 100",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="model to tune (registered, or any MERBench model with --merbench)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--data", help="standalone: a MERBench-layout feature folder (runs `merbench_plugins train`)")
+    src.add_argument("--merbench", metavar="ROOT", help="a MERBench checkout with our models installed "
+                                                        "(runs its main-robust.py; MERBench flags go after `--`)")
+    p.add_argument("--trials", type=int, help="total trials of the study (a rerun continues up to this number)")
+    p.add_argument("--sampler", default="random", choices=["random", "tpe"],
+                   help="random: MERBench's uniform pick, without replacement; tpe: Optuna's TPE")
+    p.add_argument("--grid", help="model-tune.yaml to search (default: ROOT/toolkit/model-tune.yaml with "
+                                  "--merbench, else this checkout's model-tune.yaml, else the registry's grid)")
+    p.add_argument("--metric", default="auto", choices=METRICS,
+                   help="objective from the runner's cross-validation block (auto: emoval, else f1)")
+    p.add_argument("--out", help="output folder (default: search_MODEL)")
+    p.add_argument("--storage", help="Optuna RDB URL shared by all workers (default: sqlite:///OUT/study.db)")
+    p.add_argument("--study", help="study name (default: the model name)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (or SLURM array tasks)")
+    p.add_argument("--gpus", help="comma-separated GPU ids; worker i trains on gpus[i %% len]")
+    p.add_argument("--seeds", type=int, default=5, help="re-run the best setting over this many fresh seeds (0 = skip)")
+    p.add_argument("--seed", type=int, default=42, help="seed of every search trial (the re-runs use seed+1 ...)")
+    p.add_argument("--sampler_seed", type=int, help="seed of the sampler (default: fresh randomness)")
+    p.add_argument("--pruner", default="none", choices=["none", "median"],
+                   help="median: stop a trial whose per-fold eval metric is below the median of earlier trials "
+                        "(reads the runner's fold lines: the standalone runner prints them without --quiet)")
+    p.add_argument("--trial_timeout", type=float, help="kill and FAIL a trial after this many seconds")
+    p.add_argument("--heartbeat", type=int, default=60,
+                   help="seconds between worker heartbeats; a RUNNING trial silent for 2x this is failed and "
+                        "re-queued (0 = off; same-host dead workers are detected at once regardless)")
+    p.add_argument("--slurm", action="store_true", help="write and submit an sbatch array of --workers workers "
+                                                        "plus a dependent report job")
+    p.add_argument("--sbatch_args", help="extra #SBATCH options, e.g. \"--partition=gpu --time=24:00:00\"")
+    p.add_argument("--no_gres", action="store_true", help="SLURM: do not request --gres=gpu:1 per task")
+    p.add_argument("--status", action="store_true", help="print progress and the trial table of the study; run nothing")
+    p.add_argument("--report_only", action="store_true", help="no new trials: table, seeds re-run, best.yaml, plot")
+    p.add_argument("--worker_index", type=int, help=argparse.SUPPRESS)
+    return p
+
+
+def split_argv(argv):
+    argv = list(argv)
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
+def check_runner_args(args) -> Optional[str]:
+    """Validate the flags after `--` with the runner's own parser before any trial starts."""
+    flags = {a.split("=")[0] for a in args.runner_args if a.startswith("--")}
+    clash = sorted(flags & set(RESERVED_FLAGS))
+    if clash:
+        return (f"{', '.join(clash)} after `--` would clash with the search (it sets --model, --hyper_path, "
+                "the output folder and --seed per trial); use the search's own --model/--seed/--out")
+    if args.gpu_list and flags & {"--device", "--gpu"}:
+        return "--gpus sets each worker's --device/--gpu: drop --device/--gpu after `--`"
+    import contextlib
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            if args.merbench:
+                from .merbench_runner import build_parser as runner_parser
+                parsed = runner_parser().parse_args(["--model", args.model] + list(args.runner_args))
+                if parsed.dataset is None and parsed.train_dataset is None:
+                    return "main-robust.py needs --dataset: pass MERBench's flags after `--` (e.g. -- --dataset MER2023 ...)"
+            else:
+                from .runner import build_parser as runner_parser
+                runner_parser().parse_args([args.data, "--model", args.model] + list(args.runner_args))
+    except SystemExit:
+        return "invalid runner flags after `--`: " + err.getvalue().strip().splitlines()[-1]
+    return None
+
+
+def prepare(args) -> Optional[str]:
+    """Fill defaults and check everything that does not need Optuna; returns an error or None."""
+    args.out = os.path.abspath(args.out or f"search_{args.model}")
+    args.study = args.study or args.model
+    args.storage = args.storage or default_storage(args.out)
+    args.gpu_list = [int(g) for g in args.gpus.split(",") if g.strip()] if args.gpus else []
+    if args.status:
+        return None
+    if not args.data and not args.merbench:
+        return "give the data: --data DIR (standalone runner) or --merbench ROOT (MERBench's main-robust.py)"
+    if args.data:
+        args.data = os.path.abspath(args.data)
+        if not os.path.isdir(args.data):
+            return f"--data {args.data} is not a folder"
+    if args.merbench:
+        args.merbench = os.path.abspath(args.merbench)
+        if not os.path.isfile(os.path.join(args.merbench, "main-robust.py")):
+            return (f"{args.merbench}/main-robust.py not found: install the models first with "
+                    f"`python -m merbench_plugins install {args.merbench}`")
+    if args.grid:
+        args.grid = os.path.abspath(args.grid)
+    if not args.report_only and (args.trials is None or args.trials < 1):
+        return "--trials N (N >= 1) is required: the total number of trials of the study"
+    if args.trials is None:
+        args.trials = 0
+    if args.workers < 1:
+        return "--workers must be at least 1"
+    if args.worker_index is None and not args.report_only:
+        return check_runner_args(args)
+    return None
+
+
+def open_study(optuna, args, space, fixed, grid_source, create: bool):
+    """Create or load the study; refuse to resume one made for another model, grid or metric."""
+    os.makedirs(args.out, exist_ok=True)
+    storage = open_storage(optuna, args.storage, args.heartbeat)
+    identity = {"model": args.model, "metric": args.metric,
+                "space": json.dumps(space, sort_keys=True), "fixed": json.dumps(fixed, sort_keys=True)}
+    if create:
+        study = optuna.create_study(study_name=args.study, storage=storage, load_if_exists=True,
+                                    direction="minimize" if args.metric == "val_mse" else "maximize")
+    else:
+        study = optuna.load_study(study_name=args.study, storage=storage)
+    have = study.user_attrs
+    if not have:
+        for k, v in identity.items():
+            study.set_user_attr(k, v)
+        study.set_user_attr("grid_source", grid_source)
+        # one random order of the grid for every worker of the study, also after a resume
+        seed = args.sampler_seed if args.sampler_seed is not None else random.SystemRandom().randrange(2 ** 31)
+        study.set_user_attr("sampler_seed", seed)
+        return study
+    diff = [k for k in identity if k in have and have[k] != identity[k]]
+    if diff:
+        raise SystemExit(f"error: study {args.study!r} in {args.storage} was made with another "
+                         f"{'/'.join(diff)} (it has model {have.get('model')!r}, metric {have.get('metric')!r}); "
+                         "resume it with the same --model/--grid/--metric, or start a new one with --study NAME or --out DIR")
+    return study
+
+
+def status(optuna, args) -> int:
+    if args.storage == default_storage(args.out) and not os.path.isfile(os.path.join(args.out, "study.db")):
+        print(f"error: no study database {os.path.join(args.out, 'study.db')}; pass the search's --out or --storage",
+              file=sys.stderr)
+        return 1
+    storage = open_storage(optuna, args.storage, 0)
+    try:
+        study = optuna.load_study(study_name=args.study, storage=storage)
+    except KeyError:
+        print(f"error: no study {args.study!r} in {args.storage}", file=sys.stderr)
+        return 1
+    space = json.loads(study.user_attrs.get("space", "{}"))
+    metric = study.user_attrs.get("metric", "auto")
+    metric_name = metric if metric != "auto" else "emoval"
+    print(progress_line(optuna, study, args.trials or study.user_attrs.get("trials", 0), "cv " + metric_name))
+    headers, rows = trials_table(optuna, study, space, metric_name)
+    print(report.markdown_table(headers, rows))
+    return 0
+
+
+def main(argv=None):
+    own, runner_args = split_argv(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(own)
+    args.runner_args = runner_args
+    optuna = import_optuna()
+    if optuna is None:
+        return 2
+    error = prepare(args)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.status:
+        return status(optuna, args)
+    space, fixed, grid_source = load_grid(args)
+    metric_label = "cv " + (args.metric if args.metric != "auto" else "emoval")
+    if args.worker_index is not None:          # one worker of a local pool or of a SLURM array
+        study = open_study(optuna, args, space, fixed, grid_source, create=True)
+        return run_worker(optuna, args, space, fixed, study.user_attrs.get("sampler_seed", 0), args.worker_index,
+                          announce=False)
+    study = open_study(optuna, args, space, fixed, grid_source, create=True)
+    print(f"study {args.study!r} in {args.storage}: {args.model}, {len(space)} searched settings "
+          f"({grid_size(space)} combinations, grid from {grid_source}), {args.sampler} sampler, "
+          f"objective {metric_label}", flush=True)
+    if args.trials:
+        study.set_user_attr("trials", args.trials)      # for --status
+    if args.slurm:
+        return submit_slurm(args)
+    if not args.report_only:
+        stale = fail_stale_trials(optuna, study)
+        if stale:
+            print(f"trial(s) {stale} were left RUNNING by a dead worker: marked FAIL, settings queued again")
+        print(progress_line(optuna, study, args.trials, metric_label), flush=True)
+        counted, running, waiting = budget(optuna, study.get_trials(deepcopy=False))
+        workers = min(args.workers, max(1, args.trials - counted - running + waiting))   # no idle starters
+        if workers == 1:
+            code = run_worker(optuna, args, space, fixed, study.user_attrs.get("sampler_seed", 0), 0, announce=True)
+        else:
+            code = run_local_workers(optuna, args, study, metric_label, workers)
+        if code:
+            return code
+    return finalize(optuna, args, study, space, fixed, grid_source)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
