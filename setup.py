@@ -16,7 +16,7 @@ setup(
     extras_require={
         "test": ["pytest"],
         "plot": ["matplotlib"],
-        "ravdess": ["opencv-python-headless"],
+        "ravdess": ["opencv-python-headless<5"],  # 4.x ships the Haar face cascade used for face crops
         "bert": ["transformers"],
         "search": ["optuna>=3.0"],
     },

@@ -96,3 +96,20 @@ def test_main_robust_robust_eval(installed_tree, tiny_data):
     full = [r for r in rows if r["test"] == "test1" and r["condition"] == "ATV"][0]
     assert abs(full["f1"] - summary["tests"]["test1"]["f1"]) < 1e-9
     assert glob.glob(str(installed_tree / "saved-trimodal" / "robust" / "*.csv"))
+
+
+def test_main_robust_ravdess_scores_each_actor_fold_on_its_own_test_set(installed_tree, tmp_path):
+    from test_ravdess import _write_cache
+    cache = _write_cache(str(tmp_path / "ravdess_cache"))
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", RAVDESS_CACHE=cache)
+    cmd = [sys.executable, "main-robust.py", "--dataset", "RAVDESS", "--model", "ravdess_av", "--gpu", "-1",
+           "--epochs", "1", "--quiet", "--threads", "1", "--batch_size", "8", "--ravdess_folds", "3",
+           "--resnet_width", "8", "--hidden_dim", "16", "--num_frames", "2"]
+    proc = subprocess.run(cmd, cwd=installed_tree, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.load(open(glob.glob(str(installed_tree / "saved-others" / "summary" / "*.json"))[0]))
+    assert len(summary["folds"]) == 3 and all(f["test"] is not None for f in summary["folds"])
+    mean_f1 = np.mean([f["test"]["f1"] for f in summary["folds"]])
+    assert summary["tests"]["test"]["f1"] == pytest.approx(mean_f1) and "uar" in summary["tests"]["test"]
+    results = glob.glob(str(installed_tree / "saved-others" / "result" / "test1_*_uar:*.npz"))
+    assert len(results) == 1

@@ -139,6 +139,9 @@ def main(argv=None):
     train_loaders, eval_loaders, test_loaders = dataloader_class.get_loaders()
     args.audio_dim, args.text_dim, args.video_dim = train_loaders[0].dataset.get_featdim()
     calc = masked_calculate_results(dataloader_class.calculate_results)
+    # datasets with disjoint test sets per fold (RAVDESS actor folds) expose them per fold: each fold
+    # is scored on its own test set and the folds are summarised as mean ± std, not averaged
+    fold_tests = getattr(getattr(dataloader_class, "dataloader", dataloader_class), "fold_test_loaders", None) or None
     opts = engine.TrainOptions(epochs=args.epochs, lr=args.lr if args.lr is not None else 1e-3, weight_decay=args.l2,
                                scheduler=args.scheduler, early_stop=args.early_stop, emo_weight=args.emo_weight,
                                val_weight=args.val_weight, output_dim1=args.output_dim1, output_dim2=args.output_dim2,
@@ -148,7 +151,8 @@ def main(argv=None):
     folds, name_time = [], time.time()
     for k in range(len(train_loaders)):
         engine.seed_everything(args.seed + k)
-        fold = engine.train_fold(lambda: get_models(args), train_loaders[k], eval_loaders[k], test_loaders, opts,
+        fold = engine.train_fold(lambda: get_models(args), train_loaders[k], eval_loaders[k],
+                                 [fold_tests[k]] if fold_tests else test_loaders, opts,
                                  device, calc, desc=f"{args.model} fold {k + 1}/{len(train_loaders)}",
                                  keep_state=args.savemodel or args.robust_eval)
         if args.savemodel:
@@ -167,7 +171,15 @@ def main(argv=None):
     report.atomic_save_npz(path, args=np.array(args, dtype=object))
     print(f"save results in {path}")
     tests = {}
-    for j in range(len(test_loaders)):
+    if fold_tests:
+        per_fold = [summarise(f.test_results[0]) for f in folds]
+        tests["test"] = {m: float(np.mean([p[m] for p in per_fold])) for m in per_fold[0]}
+        tests["test_std"] = {m: float(np.std([p[m] for p in per_fold])) for m in per_fold[0]}
+        tag = "_".join(f"{m}:{tests['test'][m]:.4f}" for m in ("f1", "acc", "uar") if m in tests["test"])
+        path = f"{result_dir}/test1_{prefix}_{tag}_{name_time}.npz"
+        report.atomic_save_npz(path, args=np.array(args, dtype=object))
+        print(f"per-fold test sets: mean over {len(folds)} folds; save results in {path}")
+    for j in range(0 if fold_tests else len(test_loaders)):
         results, tag = engine.average_folds(folds, j, calc)
         tests[f"test{j + 1}"] = summarise(results)
         path = f"{result_dir}/test{j + 1}_{prefix}_{tag}_{name_time}.npz"
@@ -177,8 +189,11 @@ def main(argv=None):
                "settings": options.model_settings(args, args.model), "seed": args.seed, "cv": cv, "tests": tests,
                "folds": [{"fold": k + 1, "best_epoch": f.best_epoch, "eval_metric": f.best_metric,
                           "eval": summarise(f.eval_results), "seconds": f.seconds, "history": f.history,
+                          "test": summarise(f.test_results[0]) if fold_tests else None,
                           "checkpoint": getattr(f, "checkpoint", None)} for k, f in enumerate(folds)]}
-    if args.robust_eval:
+    if args.robust_eval and fold_tests:
+        print("note: --robust_eval needs test sets shared by every fold; skipped for per-fold test sets")
+    elif args.robust_eval:
         from collections import OrderedDict
         from . import robust_eval
         models = []

@@ -58,7 +58,7 @@ def summarise(results: dict) -> dict:
         out["val_mse"] = results["valmse"]
     if "emofscore" in results:
         out["emoval"] = emoval(results["emofscore"], results.get("valmse", float("nan")))
-    for k in ("uar", "macro_f1"):
-        if k in results:
-            out[k] = results[k]
+    for key, name in (("emouar", "uar"), ("emowf1", "weighted_f1"), ("uar", "uar"), ("macro_f1", "macro_f1")):
+        if key in results:
+            out[name] = results[key]
     return out

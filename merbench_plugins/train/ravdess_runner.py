@@ -33,24 +33,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m merbench_plugins ravdess-train",
         description="Train and evaluate ravdess_av on a ravdess-prep cache over actor-independent folds; prints "
-                    "per-fold and mean +- std macro-F1, weighted F1, accuracy and UAR and writes them to OUT.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "per-fold and mean +- std macro-F1, weighted F1, accuracy and UAR and writes them to OUT.")
     p.add_argument("cache_dir", help="folder written by `python -m merbench_plugins ravdess-prep ROOT CACHE_DIR`")
     p.add_argument("--out", required=True, help="folder for results, curves, confusion matrix, predictions")
-    p.add_argument("--folds", type=int, default=6, help="actor-independent folds (24 actors: 4 test actors each)")
+    p.add_argument("--folds", type=int, default=6, help="actor-independent folds (default 6: 4 test actors each of 24)")
     p.add_argument("--val_actors", type=int, default=None,
                    help="validation actors per fold, the actors after the test group (default: a fold's worth)")
     p.add_argument("--classes", type=int, choices=[4, 8], default=4,
-                   help="4: neutral/happy/sad/angry; 8: all RAVDESS emotions")
-    p.add_argument("--epochs", type=int, default=30, help="maximum epochs per fold")
-    p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--weight_decay", type=float, default=1e-4, help="AdamW weight decay")
-    p.add_argument("--patience", type=int, default=8, help="early stopping: epochs without a better val macro-F1")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+                   help="4 (default): neutral/happy/sad/angry; 8: all RAVDESS emotions")
+    p.add_argument("--epochs", type=int, default=30, help="maximum epochs per fold (default 30)")
+    p.add_argument("--batch_size", type=int, default=16, help="default 16")
+    p.add_argument("--weight_decay", type=float, default=1e-4, help="AdamW weight decay (default 1e-4)")
+    p.add_argument("--patience", type=int, default=8,
+                   help="early stopping: epochs without a better validation macro-F1 (default 8)")
+    p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     p.add_argument("--max_folds", type=int, default=None, help="run only the first N folds (quick runs)")
-    p.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes")
-    p.add_argument("--seed", type=int, default=42, help="seed, reset before every fold")
+    p.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes (default 2)")
+    p.add_argument("--seed", type=int, default=42, help="seed, reset before every fold (default 42)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     RavdessAVConfig.add_arguments(p, skip=DATASET_FLAGS)
     return p

@@ -1,0 +1,439 @@
+"""RAVDESS pipeline: names, pairing, folds, metrics, audio front end, preprocessing, model, MERBench loader, runner."""
+import argparse
+import csv
+import json
+import math
+import os
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+from merbench_plugins import create_model
+from merbench_plugins.data.ravdess import (RAVDESS, RavdessClips, actor_folds, classification_metrics, discover,
+                                           parse_name)
+from merbench_plugins.data.ravdess_prep import write_npz_atomic
+from merbench_plugins.models.ravdess_av import GatedFusion
+from merbench_plugins.modules.audio import (LogMelSpectrogram, SpecAugment, hz_to_mel, mel_center_frequencies,
+                                            mel_to_hz, resample)
+from merbench_plugins.modules.resnet import ResNet18, load_torchvision_resnet
+
+FUSIONS = ["gated", "late", "concat", "xattn", "audio", "video"]
+
+
+# ------------------------------------------------------------------------------------------- names
+
+def test_parse_valid_name():
+    n = parse_name("/data/Actor_12/01-01-05-02-01-02-12.mp4")
+    assert (n.modality, n.channel, n.emotion, n.intensity, n.statement, n.repetition, n.actor) == (1, 1, 5, 2, 1, 2, 12)
+    assert n.emotion_name == "angry" and n.gender == "female"
+    assert n.key == "01-05-02-01-02-12" and n.stem == "01-01-05-02-01-02-12"
+    assert parse_name("03-01-05-02-01-02-12.wav").key == n.key          # AV clip and its wav share the key
+    assert parse_name("01-02-03-01-01-01-07.mp4").channel == 2          # song parses, speech_only refuses it
+    with pytest.raises(ValueError, match="'channel'"):
+        parse_name("01-02-03-01-01-01-07.mp4", speech_only=True)
+
+
+@pytest.mark.parametrize("name, field", [
+    ("04-01-05-01-01-01-01.mp4", "'modality'"),
+    ("01-03-05-01-01-01-01.mp4", "'channel'"),
+    ("01-01-09-01-01-01-01.mp4", "'emotion'"),
+    ("01-01-00-01-01-01-01.mp4", "'emotion'"),
+    ("01-01-05-03-01-01-01.mp4", "'intensity'"),
+    ("01-01-01-02-01-01-01.mp4", "'intensity'"),                      # strong neutral does not exist
+    ("01-01-05-01-03-01-01.mp4", "'statement'"),
+    ("01-01-05-01-01-1-01.mp4", "'repetition'"),
+    ("01-01-05-01-01-01-25.mp4", "'actor'"),
+    ("01-01-05-01-01-01-00.wav", "'actor'"),
+    ("01-01-05-01-01-01-ab.wav", "'actor'"),
+    ("01-01-05-01-01-01.mp4", "7 two-digit fields"),
+    ("clip.mp4", "7 two-digit fields"),
+])
+def test_parse_invalid_name_names_the_field(name, field):
+    with pytest.raises(ValueError, match=field):
+        parse_name(name)
+
+
+def _touch(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    open(path, "wb").close()
+
+
+def test_discover_pairs_each_av_clip_with_its_wav_once(tmp_path):
+    root = str(tmp_path)
+    keys = ["01-03-01-01-01-01", "01-05-02-02-01-01", "01-04-01-01-02-02"]
+    for key in keys:
+        actor = key[-2:]
+        _touch(f"{root}/Video_Speech_Actor_{actor}/Actor_{actor}/01-{key}.mp4")
+        _touch(f"{root}/Video_Speech_Actor_{actor}/Actor_{actor}/02-{key}.mp4")     # video-only copy
+        _touch(f"{root}/Audio_Speech_Actors_01-24/Actor_{actor}/03-{key}.wav")
+    _touch(f"{root}/backup/Actor_01/03-{keys[0]}.wav")                                # duplicate wav
+    _touch(f"{root}/Actor_03/01-01-06-01-01-01-03.mp4")                              # no wav
+    _touch(f"{root}/Actor_03/03-01-07-01-01-01-03.wav")                              # no mp4
+    _touch(f"{root}/Actor_03/01-01-99-01-01-01-03.mp4")                              # bad name
+    _touch(f"{root}/Actor_03/01-02-03-01-01-01-03.mp4")                              # song
+    _touch(f"{root}/Actor_03/notes.txt")
+    _touch(f"{root}/__MACOSX/Actor_01/01-{keys[0]}.mp4")
+    found = discover(root)
+    assert sorted(c.name.key for c in found.clips) == sorted(keys)
+    for clip in found.clips:
+        assert os.path.basename(clip.video) == f"01-{clip.name.key}.mp4"
+        assert os.path.basename(clip.audio) == f"03-{clip.name.key}.wav"
+        assert "backup" not in clip.audio                     # the first (sorted) copy wins
+    assert found.video_only == 3 and found.song == 1
+    reasons = {os.path.basename(p): r for p, r in found.problems}
+    assert "duplicate" in reasons[f"03-{keys[0]}.wav"]
+    assert "no audio-only wav" in reasons["01-01-06-01-01-01-03.mp4"]
+    assert "no audio-visual mp4" in reasons["03-01-07-01-01-01-03.wav"]
+    assert "'emotion'" in reasons["01-01-99-01-01-01-03.mp4"]
+    assert len(found.problems) == 4
+    split = discover([f"{root}/Audio_Speech_Actors_01-24", f"{root}/Video_Speech_Actor_01",
+                      f"{root}/Video_Speech_Actor_02"])
+    assert sorted(c.name.key for c in split.clips) == sorted(keys) and not split.problems   # separate roots
+
+
+# ------------------------------------------------------------------------------------------- folds, metrics
+
+def test_actor_folds_are_disjoint_and_test_every_actor_once():
+    folds = actor_folds(range(1, 25))
+    assert len(folds) == 6
+    tested = []
+    for fold in folds:
+        sets = set(fold.test), set(fold.val), set(fold.train)
+        assert all(not (a & b) for i, a in enumerate(sets) for b in list(sets)[i + 1:])
+        assert set().union(*sets) == set(range(1, 25))
+        assert (len(fold.test), len(fold.val), len(fold.train)) == (4, 4, 16)
+        assert sum(a % 2 for a in fold.test) == 2                       # 2 male + 2 female test actors
+        tested += fold.test
+    assert sorted(tested) == list(range(1, 25))
+    assert folds[0].val == (5, 6, 7, 8) and folds[5].val == (1, 2, 3, 4)
+
+    folds = actor_folds(range(1, 25), n_folds=8, n_val=2)              # configurable
+    assert [len(f.test) for f in folds] == [3] * 8 and all(len(f.val) == 2 and len(f.train) == 19 for f in folds)
+    with pytest.raises(ValueError, match="val_actors"):
+        actor_folds(range(1, 25), n_folds=2)                           # 12 test + 12 val leaves no training
+
+
+def test_metrics_match_sklearn():
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.RandomState(0)
+    y, p = rng.randint(0, 4, 200), rng.randint(0, 4, 200)
+    p[:60] = y[:60]
+    m = classification_metrics(y, p, 4)
+    assert m["macro_f1"] == pytest.approx(sk.f1_score(y, p, average="macro"))
+    assert m["weighted_f1"] == pytest.approx(sk.f1_score(y, p, average="weighted"))
+    assert m["acc"] == pytest.approx(sk.accuracy_score(y, p))
+    assert m["uar"] == pytest.approx(sk.balanced_accuracy_score(y, p))
+
+
+# ------------------------------------------------------------------------------------------- audio front end
+
+@pytest.mark.parametrize("mel_scale", ["htk", "slaney"])
+@pytest.mark.parametrize("freq", [1000.0, 450.0, 3200.0])
+def test_logmel_of_a_sine_peaks_in_the_nearest_mel_bin(mel_scale, freq):
+    t = torch.arange(47872) / 16000.0
+    logmel = LogMelSpectrogram(16000, n_fft=1024, hop_length=256, n_mels=64, mel_scale=mel_scale)(
+        torch.sin(2 * math.pi * freq * t))
+    assert logmel.shape == (64, 188)
+    centres = mel_center_frequencies(64, 0.0, 8000.0, mel_scale)
+    assert int(logmel.mean(dim=1).argmax()) == int((centres - freq).abs().argmin())
+    f = torch.tensor([0.0, 700.0, 1000.0, 5000.0])
+    assert torch.allclose(mel_to_hz(hz_to_mel(f, mel_scale), mel_scale), f.double(), atol=1e-6)
+
+
+def test_resample_keeps_the_tone_and_removes_what_cannot_be_represented():
+    t = torch.arange(48000) / 48000.0
+    out = resample(torch.sin(2 * math.pi * 1000 * t), 48000, 16000)
+    assert out.shape == (16000,)
+    spectrum = torch.fft.rfft(out[2000:14000] * torch.hann_window(12000)).abs()
+    assert abs(int(spectrum.argmax()) * 16000 / 12000 - 1000) < 2
+    assert out[2000:14000].abs().max() == pytest.approx(1.0, abs=0.01)
+    alias = resample(torch.sin(2 * math.pi * 10000 * t), 48000, 16000)     # above the new Nyquist
+    assert alias[2000:14000].abs().max() < 0.01
+    odd = resample(torch.sin(2 * math.pi * 1000 * torch.arange(44100) / 44100.0), 44100, 16000)
+    assert odd.shape == (16000,) and odd[2000:14000].abs().max() == pytest.approx(1.0, abs=0.01)
+
+
+def _runs(row):
+    """(start, length) of the True runs of a 1-D bool tensor."""
+    padded = torch.cat([torch.zeros(1, dtype=torch.int8), row.to(torch.int8), torch.zeros(1, dtype=torch.int8)])
+    diff = padded[1:] - padded[:-1]
+    starts, ends = (diff == 1).nonzero().flatten(), (diff == -1).nonzero().flatten()
+    return list(zip(starts.tolist(), (ends - starts).tolist()))
+
+
+def test_specaugment_masks_within_bounds():
+    torch.manual_seed(0)
+    one = SpecAugment(freq_mask=20, time_mask=40, num_masks=1, p=1.0)
+    freq, time = one.sample_masks(500, 64, 188)
+    assert all(len(_runs(r)) <= 1 and all(w <= 20 for _, w in _runs(r)) for r in freq)
+    assert all(len(_runs(r)) <= 1 and all(w <= 40 for _, w in _runs(r)) for r in time)
+    assert freq.sum(1).max() == 20 and time.sum(1).max() == 40 and freq.sum(1).min() == 0   # the full 0..max range
+
+    aug = SpecAugment(freq_mask=20, time_mask=40, num_masks=2, p=0.5).train()
+    freq, time = aug.sample_masks(1000, 64, 188)
+    assert freq.sum(1).max() <= 40 and time.sum(1).max() <= 80
+    assert all(len(_runs(r)) <= 2 for r in freq[:200]) and all(len(_runs(r)) <= 2 for r in time[:200])
+    applied = (freq.any(1) | time.any(1)).float().mean().item()
+    assert 0.42 < applied < 0.55                               # p = 0.5, minus rows whose widths came out 0
+
+    spec = torch.randn(64, 1, 64, 188) + 5.0                     # no natural zeros
+    out = aug(spec)
+    zeroed = out == 0
+    # every zero is a whole band or a whole time span of one sample
+    per_freq = zeroed.all(dim=3).squeeze(1)                      # [B, F]
+    per_time = zeroed.all(dim=2).squeeze(1)                      # [B, T]
+    assert torch.equal(zeroed.squeeze(1), per_freq[:, :, None] | per_time[:, None, :])
+    assert torch.equal(out[~zeroed], spec[~zeroed])
+    assert torch.equal(aug.eval()(spec), spec)                   # eval: identity
+
+
+# ------------------------------------------------------------------------------------------- preprocessing
+
+def _write_truncated_wav(path, declared=48000, holds=1000):
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48000)
+        w.writeframes(np.zeros(declared, dtype="<i2").tobytes())
+    with open(path, "r+b") as f:                                 # cut the data, keep the header's count
+        f.truncate(44 + 2 * holds)
+
+
+def test_preprocessing_writes_caches_and_skips_corrupt_files(tmp_path, capsys):
+    pytest.importorskip("cv2")
+    from merbench_plugins.data.ravdess_prep import main, make_synthetic_ravdess
+    root, out = str(tmp_path / "ravdess"), str(tmp_path / "cache")
+    videos = make_synthetic_ravdess(root, actors=(1, 2), emotions=(1, 5), statements=(1,), intensities=(1, 2),
+                                    frame_size=(64, 48), n_frames=12, seconds=0.5)
+    assert len(videos) == 6                                     # neutral has no strong intensity
+    bad_video = videos[0]
+    with open(bad_video, "wb") as f:
+        f.write(os.urandom(3000))
+    bad_audio = os.path.join(root, "Audio_Speech_Actors_01-24", "Actor_02", "03-01-05-02-01-01-02.wav")
+    _write_truncated_wav(bad_audio)
+
+    assert main([root, out, "--workers", "1", "--crop", "center"]) == 0
+    cached = sorted(f for f in os.listdir(out) if f.endswith(".npz"))
+    assert len(cached) == 4
+    assert not [f for f in os.listdir(out) if f.startswith(".")]          # no temp files left behind
+    report = json.load(open(os.path.join(out, "ravdess_prep.json")))
+    assert report["video_only_ignored"] == 6 and report["clips_cached"] == 4
+    reasons = {r["clip"]: r["reason"] for r in report["failed"]}
+    assert set(reasons) == {os.path.basename(bad_video)[:-4], "01-01-05-02-01-01-02"}
+    truncated = reasons["01-01-05-02-01-01-02"]
+    assert "truncated" in truncated and "03-01-05-02-01-01-02.wav" in truncated
+    assert os.path.basename(bad_video) in reasons[os.path.basename(bad_video)[:-4]]
+
+    with np.load(os.path.join(out, "01-01-05-01-01-01-01.npz")) as npz:   # angry: red ellipse, tone
+        assert npz["frames"].shape == (8, 112, 112, 3) and npz["frames"].dtype == np.uint8
+        assert npz["logmel"].shape == (64, 188) and npz["logmel"].dtype == np.float32
+        assert int(npz["label"]) == 4 and int(npz["emotion"]) == 5 and int(npz["actor"]) == 1
+        r, g, b = npz["frames"][:, 50:62, 50:62].reshape(-1, 3).mean(0)
+        assert r > 150 and g < 100 and b < 100                 # RGB order, centre crop keeps the face
+        assert np.isfinite(npz["logmel"]).all() and npz["logmel"].std() > 1.0
+    capsys.readouterr()
+    assert main([root, out, "--workers", "1", "--crop", "center"]) == 0   # resumes: nothing redone
+    assert "4 already cached, 2 to do" in capsys.readouterr().out
+    assert main([root, out, "--workers", "1", "--crop", "center", "--size", "96"]) == 2   # other settings: refuse
+
+
+def test_face_crop_follows_the_detected_face(tmp_path, monkeypatch):
+    cv2 = pytest.importorskip("cv2")
+    from merbench_plugins.data import ravdess_prep
+    path = str(tmp_path / "clip.mp4")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 30, (160, 120))
+    for _ in range(10):
+        img = np.full((120, 160, 3), 128, np.uint8)
+        img[20:50, 100:130] = (0, 0, 255)                        # BGR red "face", off centre
+        writer.write(img)
+    writer.release()
+
+    class Detector:
+        faces = np.array([[100, 20, 30, 30]])
+
+        def detectMultiScale(self, grey, **kw):
+            return self.faces
+
+    monkeypatch.setattr(ravdess_prep, "_detector", lambda path: Detector())
+    frames, info = ravdess_prep.read_video_frames(path, num_frames=4, size=32, crop="face", cascade="stub")
+    assert info == {"n_video_frames": 10, "crop": "face"} and frames.shape == (4, 32, 32, 3)
+    r, g, b = frames[:, 12:20, 12:20].reshape(-1, 3).mean(0)
+    assert r > 200 and g < 60 and b < 60                         # the crop is centred on the face
+    Detector.faces = np.zeros((0, 4), int)                       # no face: centre crop instead
+    frames, info = ravdess_prep.read_video_frames(path, num_frames=4, size=32, crop="face", cascade="stub")
+    assert info["crop"] == "center" and abs(frames[:, 12:20, 12:20].astype(float).mean() - 128) < 10
+
+
+def test_preprocessing_exits_non_zero_when_nothing_is_usable(tmp_path):
+    pytest.importorskip("cv2")
+    from merbench_plugins.data.ravdess_prep import main
+    root = tmp_path / "ravdess" / "Actor_01"
+    root.mkdir(parents=True)
+    (root / "01-01-03-01-01-01-01.mp4").write_bytes(b"not a video")
+    (root / "03-01-03-01-01-01-01.wav").write_bytes(b"not a wav")
+    assert main([str(tmp_path / "ravdess"), str(tmp_path / "cache"), "--workers", "1", "--crop", "center"]) == 1
+    assert main([str(tmp_path / "empty"), str(tmp_path / "cache2")]) == 2
+
+
+# ------------------------------------------------------------------------------------------- model
+
+def _batch(b=3, frames=2, side=32, mel_t=48):
+    torch.manual_seed(1)
+    return {"audios": torch.randn(b, 1, 64, mel_t), "videos": torch.rand(b, frames, 3, side, side),
+            "texts": torch.zeros(b, 0)}
+
+
+def _model(fusion, **kw):
+    torch.manual_seed(0)
+    opts = dict(output_dim1=4, output_dim2=0, resnet_width=8, hidden_dim=16, use_modality_dropout=False)
+    opts.update(kw)
+    return create_model("ravdess_av", opts, fusion=fusion)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_every_fusion_forward_backward_reaches_every_parameter(fusion):
+    model = _model(fusion).train()
+    features, emos, vals, interloss = model(_batch())
+    assert features.shape == (3, 16) and emos.shape == (3, 4) and vals.shape == (3, 0) and interloss.dim() == 0
+    (torch.nn.functional.cross_entropy(emos, torch.tensor([0, 1, 2])) + interloss).backward()
+    silent = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not silent, f"no gradient for {silent}"
+    assert model.grad_clip == -1.0
+
+
+@pytest.mark.parametrize("fusion", ["gated", "late", "concat", "xattn"])
+def test_missing_modality_is_ignored_and_never_nan(fusion):
+    model = _model(fusion).eval()
+    batch = _batch()
+    batch["audios"][0] = 0                                        # sample 0: no audio
+    batch["videos"][1] = 0                                        # sample 1: no video
+    with torch.no_grad():
+        _, before, _, _ = model(batch)
+        for p in model.audio_encoder.parameters():                 # change the audio branch only
+            p.add_(torch.randn_like(p))
+        _, after, _, _ = model(batch)
+    assert torch.isfinite(before).all() and torch.isfinite(after).all()
+    assert torch.allclose(before[0], after[0], atol=1e-5)          # sample 0 never saw the audio branch
+    assert not torch.allclose(before[1], after[1], atol=1e-3)      # sample 1 is audio only
+    empty = {k: torch.zeros_like(v) for k, v in batch.items()}
+    with torch.no_grad():
+        assert torch.isfinite(model(empty)[1]).all()
+
+
+def test_gate_starts_at_sigmoid_of_its_bias():
+    for simple in (True, False):
+        gate = GatedFusion(8, simple=simple, bias=-1.0).eval()
+        torch.nn.init.zeros_(gate.gate.weight if simple else gate.gate[-1].weight)
+        fused, w = gate(torch.ones(2, 8), torch.zeros(2, 8), torch.ones(2, 2, dtype=torch.bool))
+        assert torch.allclose(w, torch.full((2, 1), 1 / (1 + math.e)))            # 0.27 audio, 0.73 video
+    only_video = torch.tensor([[False, True]])
+    assert gate(torch.ones(1, 8), torch.zeros(1, 8), only_video)[1].item() == 0.0
+
+
+def test_modality_dropout_drops_one_modality_never_both():
+    model = _model("gated", use_modality_dropout=True, modality_dropout=0.5).train()
+    present = torch.ones(4000, 2, dtype=torch.bool)
+    kept = model.modality_dropout(present)
+    assert kept.any(dim=1).all()
+    assert 0.25 < (~kept).float().mean().item() < 0.45             # ~p per modality, minus the rescued ones
+    assert _model("audio", use_modality_dropout=True).modality_dropout.rate == 0.0   # unimodal: nothing to drop
+
+
+def test_resnet18_matches_torchvision_and_loads_its_weights(tmp_path):
+    net = ResNet18(3, 64)
+    assert sum(p.numel() for p in net.parameters()) == 11689512 - 513000      # torchvision resnet18 minus fc
+    state = {k: torch.randn_like(v.float()).to(v.dtype) for k, v in net.state_dict().items()}
+    state.update({"fc.weight": torch.randn(1000, 512), "fc.bias": torch.randn(1000)})
+    path = str(tmp_path / "resnet18.pth")
+    torch.save(state, path)
+
+    audio = ResNet18(1, 64)
+    assert load_torchvision_resnet(audio, path) == ["fc.bias", "fc.weight"]
+    assert torch.allclose(audio.conv1.weight, state["conv1.weight"].mean(1, keepdim=True))
+    assert torch.equal(audio.layer4[1].bn2.running_var, state["layer4.1.bn2.running_var"])
+
+    broken = dict(state)
+    del broken["layer2.0.downsample.0.weight"]
+    broken["layer9.0.conv1.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError) as err:
+        load_torchvision_resnet(ResNet18(3, 64), broken)
+    assert "layer2.0.downsample.0.weight" in str(err.value) and "layer9.0.conv1.weight" in str(err.value)
+    with pytest.raises(ValueError, match=r"shape mismatch: .*conv1.weight"):
+        load_torchvision_resnet(ResNet18(3, 8), path)
+    model = _model("video", video_weights=path, resnet_width=64)
+    assert torch.equal(model.video_encoder.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
+
+
+# ------------------------------------------------------------------------------------------- cache, loaders, runner
+
+def _write_cache(folder, actors=range(1, 7), emotions=(1, 3, 4, 5, 6), side=32, mel_t=48):
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.RandomState(0)
+    for actor in actors:
+        for emotion in emotions:
+            for statement in (1, 2):
+                stem = f"01-01-{emotion:02d}-01-{statement:02d}-01-{actor:02d}"
+                frames = rng.randint(0, 255, (8, side, side, 3)).astype(np.uint8)
+                frames[..., emotion % 3] = 200                                     # a weak class cue
+                logmel = rng.randn(64, mel_t).astype(np.float32) + emotion
+                write_npz_atomic(os.path.join(folder, stem + ".npz"), frames=frames, logmel=logmel,
+                                 label=np.int64(emotion - 1), actor=np.int64(actor))
+    return folder
+
+
+def test_merbench_dataloader_contract(tmp_path, monkeypatch):
+    cache = _write_cache(str(tmp_path / "cache"))
+    args = argparse.Namespace(ravdess_cache=cache, ravdess_folds=3, ravdess_val_actors=0, batch_size=4, num_workers=0,
+                              num_frames=4)                  # val_actors 0 (the config default): a fold's worth
+    data = RAVDESS(args)
+    assert (args.output_dim1, args.output_dim2, args.metric_name) == (4, 0, "emo")
+    assert RAVDESS.dataset_class is RavdessClips
+    train, evals, tests = data.get_loaders()
+    assert len(train) == len(evals) == len(data.fold_test_loaders) == 3 and tests == []
+    assert [len(f.val) for f in data.folds] == [2, 2, 2]
+    assert train[0].dataset.get_featdim() == (64, 0, 3)
+    batch, emos, vals, names = next(iter(data.fold_test_loaders[0]))
+    assert batch["audios"].shape == (4, 1, 64, 48) and batch["videos"].shape == (4, 4, 3, 32, 32)
+    assert batch["texts"].shape == (4, 0) and 0 <= batch["videos"].min() and batch["videos"].max() <= 1
+    assert emos.max() < 4 and vals.abs().sum() == 0
+    for k, fold in enumerate(data.folds):
+        test_actors = {parse_name(n).actor for _, _, _, ns in data.fold_test_loaders[k] for n in ns}
+        train_actors = {parse_name(n).actor for _, _, _, ns in train[k] for n in ns}
+        assert test_actors == set(fold.test) and train_actors == set(fold.train)
+        assert sum(len(ns) for _, _, _, ns in evals[k]) == 8 * len(fold.val)     # 4 emotions x 2 statements
+    results, text = data.calculate_results(np.eye(4)[[0, 1, 2, 2]], np.array([0, 1, 2, 3]), [], [])
+    assert results["emoacc"] == 0.75 and results["emouar"] == 0.75
+    assert results["emofscore"] == pytest.approx((1 + 1 + 2 / 3 + 0) / 4)      # macro-F1
+    assert text == "f1:0.6667_acc:0.7500_uar:0.7500"
+
+    assert RAVDESS(argparse.Namespace(ravdess_classes=8, ravdess_cache=cache)).num_classes == 8
+    monkeypatch.setenv("RAVDESS_CACHE", cache)
+    assert RAVDESS(argparse.Namespace()).cache_dir == cache
+    monkeypatch.delenv("RAVDESS_CACHE")
+    with pytest.raises(ValueError, match="--ravdess_cache"):
+        RAVDESS(argparse.Namespace())
+
+
+def test_standalone_runner_end_to_end(tmp_path, capsys):
+    from merbench_plugins.train.ravdess_runner import main
+    cache, out = _write_cache(str(tmp_path / "cache")), str(tmp_path / "out")
+    rc = main([cache, "--out", out, "--folds", "3", "--max_folds", "2", "--epochs", "2", "--resnet_width", "8",
+               "--hidden_dim", "16", "--batch_size", "8", "--num_workers", "0", "--quiet", "--num_frames", "2"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "mean +- std" in printed and "macro-F1" in printed
+    summary = json.load(open(os.path.join(out, "results.json")))
+    assert len(summary["folds"]) == 2 and summary["train"]["seed"] == 42
+    for fold in summary["folds"]:
+        assert not set(fold["test_actors"]) & (set(fold["val_actors"]) | set(fold["train_actors"]))
+        assert all(0.0 <= fold[m] <= 1.0 for m in ("macro_f1", "weighted_f1", "acc", "uar"))
+        assert fold["n_test"] == 16 and 1 <= fold["best_epoch"] <= 2
+    assert np.array(summary["confusion"]).sum() == 32
+    assert summary["mean"]["acc"] == pytest.approx(np.mean([f["acc"] for f in summary["folds"]]))
+    rows = list(csv.reader(open(os.path.join(out, "results.csv"))))
+    assert [r[0] for r in rows[1:]] == ["1", "2", "mean", "std"]
+    for name in ("history.csv", "predictions.csv", "confusion.csv"):
+        assert os.path.getsize(os.path.join(out, name)) > 0
+    assert main([str(tmp_path / "nowhere"), "--out", out]) == 2
