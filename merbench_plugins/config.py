@@ -7,7 +7,7 @@ our ``main-robust.py`` and under a foreign runner that knows none of our flags.
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 
 def hp(default, help, grid=None, choices=None):

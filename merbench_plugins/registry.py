@@ -3,7 +3,7 @@
 The installer, ``main-robust.py``, the standalone runner, ``model-tune.yaml`` and the tests all
 read this. Registration is a side effect of importing :mod:`merbench_plugins.models`.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Type
 
 from .config import BaseConfig

@@ -1,5 +1,4 @@
 """Properties of the building blocks and of the V2/V4 switches."""
-import copy
 
 import pytest
 import torch

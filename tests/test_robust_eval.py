@@ -1,8 +1,6 @@
 """Robust evaluation: one row per condition, the full-modality rows equal the plain test score."""
 import glob
 import json
-import os
-from collections import OrderedDict
 
 import pytest
 import torch

@@ -10,7 +10,6 @@ accuracy, UAR), ``history.csv``, ``predictions.csv``, ``confusion.csv`` and, wit
 ``confusion.png`` and ``curves.png``.
 """
 import argparse
-import csv
 import os
 import sys
 import time
@@ -22,6 +21,7 @@ import torch
 from ..config import RavdessAVConfig
 from ..data.ravdess import RAVDESS, classification_metrics, confusion_matrix
 from ..registry import create_model
+from . import report
 from .engine import TrainOptions, resolve_device, seed_everything, train_fold
 
 METRICS = ("macro_f1", "weighted_f1", "acc", "uar")
@@ -58,13 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------------------------------
 # outputs
-
-
-def _write_csv(path: str, header: List[str], rows: List[List]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
 
 
 def _actors(actors) -> str:
@@ -194,7 +187,7 @@ def main(argv=None) -> int:
     std = {m: float(np.std([r[m] for r in fold_rows])) for m in METRICS}        # population std (ddof=0)
     print("\n" + format_table(fold_rows, mean, std))
 
-    _write_csv(os.path.join(args.out, "results.csv"),
+    report.write_csv(os.path.join(args.out, "results.csv"),
                ["fold", "test_actors", "val_actors", "n_train", "n_val", "n_test", "best_epoch", "val_macro_f1",
                 *METRICS, "seconds"],
                [[r["fold"], _actors(r["test_actors"]), _actors(r["val_actors"]), r["n_train"], r["n_val"], r["n_test"],
@@ -202,12 +195,12 @@ def main(argv=None) -> int:
                 for r in fold_rows] +
                [["mean", "", "", "", "", "", "", "", *[f"{mean[m]:.4f}" for m in METRICS], ""],
                 ["std", "", "", "", "", "", "", "", *[f"{std[m]:.4f}" for m in METRICS], ""]])
-    _write_csv(os.path.join(args.out, "history.csv"), ["fold", "epoch", "train_loss", "val_loss", "val_macro_f1", "lr"],
+    report.write_csv(os.path.join(args.out, "history.csv"), ["fold", "epoch", "train_loss", "val_loss", "val_macro_f1", "lr"],
                [[h["fold"], h["epoch"], f"{h['train_loss']:.5f}", f"{h['val_loss']:.5f}", f"{h['val_macro_f1']:.4f}",
                  f"{h['lr']:.3g}"] for h in history])
-    _write_csv(os.path.join(args.out, "predictions.csv"),
+    report.write_csv(os.path.join(args.out, "predictions.csv"),
                ["fold", "clip", "label", "prediction"] + [f"p_{c}" for c in data.class_names], predictions)
-    _write_csv(os.path.join(args.out, "confusion.csv"), ["true \\ predicted"] + data.class_names,
+    report.write_csv(os.path.join(args.out, "confusion.csv"), ["true \\ predicted"] + data.class_names,
                [[c] + list(map(int, total_confusion[i])) for i, c in enumerate(data.class_names)])
     plots = save_plots(args.out, history, total_confusion, data.class_names)
     import json

@@ -1,5 +1,7 @@
 """Results on disk and on screen: atomic writes, JSON summaries, MERBench result files, tables."""
 import contextlib
+import csv
+import io
 import json
 import math
 import os
@@ -41,6 +43,20 @@ def atomic_write_text(path: str, text: str):
 def atomic_save_npz(path: str, **arrays):
     with atomic_path(path, ".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
+
+
+def csv_text(headers, rows) -> str:
+    """CSV text; None cells are empty."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(headers)
+    w.writerows(["" if v is None else v for v in r] for r in rows)
+    return buf.getvalue()
+
+
+def write_csv(path: str, headers, rows) -> str:
+    atomic_write_text(path, csv_text(headers, rows))
+    return path
 
 
 def timestamp() -> str:

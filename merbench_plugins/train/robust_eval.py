@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .. import registry
-from ..modules.masking import MODALITIES, frame_mask
+from ..modules.masking import MODALITIES
 from . import report
 from .metrics import mer_results, summarise
 
@@ -158,10 +158,9 @@ def write_reports(rows, out_dir: str, stem: str = "robust", plot_metric: Optiona
     """CSV + markdown (+ PNG with matplotlib). Returns the written paths."""
     os.makedirs(out_dir, exist_ok=True)
     cols = ["model", "test", "kind", "condition"] + [c for c in METRIC_COLUMNS if any(c in r for r in rows)]
-    csv = "\n".join([",".join(cols)] + [",".join(report.fmt(r.get(c)) for c in cols) for r in rows]) + "\n"
     paths = {"csv": os.path.join(out_dir, f"{stem}.csv"), "md": os.path.join(out_dir, f"{stem}.md")}
-    report.atomic_write_text(paths["csv"], csv)
-    md = [f"# Robust evaluation\n"]
+    report.write_csv(paths["csv"], cols, [[r.get(c) for c in cols] for r in rows])
+    md = ["# Robust evaluation\n"]
     for test in dict.fromkeys(r["test"] for r in rows):
         for kind in dict.fromkeys(r["kind"] for r in rows):
             sel = [r for r in rows if r["test"] == test and r["kind"] == kind]

@@ -33,7 +33,6 @@ the same on Optuna (the optional ``search`` extra):
         --gpus 0,1 --seeds 5 --out search/ -- --feat_type utt --epochs 100
 """
 import argparse
-import csv
 import io
 import itertools
 import json
@@ -810,15 +809,6 @@ def trials_table(optuna, study, space, metric_name):
     return headers, rows
 
 
-def write_csv(path: str, headers, rows):
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(headers)
-    for r in rows:
-        w.writerow(["" if v is None else v for v in r])
-    report.atomic_write_text(path, buf.getvalue())
-
-
 def importance_plot(optuna, study, path: str) -> str:
     """fANOVA importance of the searched settings as a bar chart; returns a one-line note."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -900,7 +890,7 @@ def finalize(optuna, args, study, space, fixed, grid_source) -> int:
     metric_name = args.metric if args.metric != "auto" else "emoval"
     headers, rows = trials_table(optuna, study, space, metric_name)
     report.atomic_write_text(os.path.join(args.out, "trials.md"), report.markdown_table(headers, rows) + "\n")
-    write_csv(os.path.join(args.out, "trials.csv"), headers, rows)
+    report.write_csv(os.path.join(args.out, "trials.csv"), headers, rows)
     shown = rows if len(rows) <= 40 else sorted(rows, key=lambda r: -1e9 if r[len(space) + 2] is None else
                                                 (r[len(space) + 2] * (-1 if args.metric == "val_mse" else 1)))[::-1][:40]
     print(f"\ntrials ({len(rows)}; all in {os.path.join(args.out, 'trials.md')}"
@@ -936,7 +926,7 @@ def finalize(optuna, args, study, space, fixed, grid_source) -> int:
             table = report.markdown_table(h, r + [pm])
             report.atomic_write_text(os.path.join(args.out, "best_seeds.md"),
                                      f"{args.model}, best setting ({short_params(settings)}), {len(r)} seeds\n\n{table}\n")
-            write_csv(os.path.join(args.out, "best_seeds.csv"), h,
+            report.write_csv(os.path.join(args.out, "best_seeds.csv"), h,
                       r + [["mean"] + [m for m, _ in stats], ["std"] + [sd for _, sd in stats]])
             print(table)
             summary["seeds"] = {col: {"mean": m, "std": sd} for col, (m, sd) in zip(h[1:], stats)}

@@ -7,8 +7,6 @@ parent of it, written by run_ablation.sh and train_v*.sh) or by model, and write
 ``summary.csv`` + ``summary.md`` (the latest) and timestamped copies (never overwritten).
 """
 import argparse
-import csv
-import io
 import json
 import os
 import sys
@@ -174,16 +172,15 @@ def to_markdown(groups, columns, stats, by: str) -> str:
 
 
 def to_csv(groups, columns, stats, by: str) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(key_columns(by) + ["runs", "seeds"] + [f"{t}_{m}_{s}" for t, m in columns for s in ("mean", "std")])
+    headers = key_columns(by) + ["runs", "seeds"] + [f"{t}_{m}_{s}" for t, m in columns for s in ("mean", "std")]
+    rows = []
     for key, members in groups.items():
         row = key_cells(key, members, by) + [len(members), seeds_text(members)]
         for c in columns:
             mean, std, _ = stats[key][c]
-            row += ["" if mean is None else repr(mean), "" if std is None else repr(std)]
-        w.writerow(row)
-    return buf.getvalue()
+            row += [None if mean is None else repr(mean), None if std is None else repr(std)]
+        rows.append(row)
+    return report.csv_text(headers, rows)
 
 
 def write_outputs(out_dir: str, csv_text: str, md_text: str):
