@@ -1,8 +1,35 @@
 """MER metrics with MERBench's names: weighted F1, accuracy, valence MSE over known labels, emoval."""
+from typing import Dict, Optional
+
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score
 
 MISSING_VALENCE = -10.0
+
+
+def confusion_matrix(labels, preds, num_classes: int) -> np.ndarray:
+    """[C, C] counts, rows = true class, columns = predicted class."""
+    labels, preds = np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)
+    return np.bincount(labels * num_classes + preds, minlength=num_classes * num_classes).reshape(num_classes,
+                                                                                                num_classes)
+
+
+def classification_metrics(labels, preds, num_classes: Optional[int] = None) -> Dict[str, float]:
+    """Accuracy, macro-F1, weighted F1 and UAR (as scikit-learn: macro over the classes seen in labels or
+    predictions; UAR = mean recall over the classes present in the labels)."""
+    labels, preds = np.asarray(labels, dtype=np.int64).ravel(), np.asarray(preds, dtype=np.int64).ravel()
+    if labels.size == 0:
+        return {"acc": float("nan"), "macro_f1": float("nan"), "weighted_f1": float("nan"), "uar": float("nan")}
+    c = int(max(labels.max(), preds.max()) + 1) if num_classes is None else int(num_classes)
+    cm = confusion_matrix(labels, preds, c).astype(np.float64)
+    tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
+        recall = np.where(support > 0, tp / np.maximum(support, 1), 0.0)
+    seen = (support + predicted) > 0
+    return {"acc": float(tp.sum() / labels.size),
+            "macro_f1": float(f1[seen].mean()),
+            "weighted_f1": float((f1 * support).sum() / support.sum()),
+            "uar": float(recall[support > 0].mean())}
 
 
 def valence_mse(preds, labels):
@@ -21,10 +48,9 @@ def mer_results(emo_probs=(), emo_labels=(), val_preds=(), val_labels=()):
     """(results dict, 'f1:…_acc:…_val:…') like MERBench's MER2023.calculate_results, with -10 masked."""
     results, parts = {}, []
     if len(emo_labels):
-        preds = np.argmax(np.asarray(emo_probs), 1)
-        results.update(emoprobs=np.asarray(emo_probs), emolabels=np.asarray(emo_labels),
-                       emoacc=float(accuracy_score(emo_labels, preds)),
-                       emofscore=float(f1_score(emo_labels, preds, average="weighted")))
+        probs = np.asarray(emo_probs)
+        m = classification_metrics(emo_labels, np.argmax(probs, 1), probs.shape[1])
+        results.update(emoprobs=probs, emolabels=np.asarray(emo_labels), emoacc=m["acc"], emofscore=m["weighted_f1"])
         parts += [f"f1:{results['emofscore']:.4f}", f"acc:{results['emoacc']:.4f}"]
     if len(val_labels):
         results.update(valpreds=np.asarray(val_preds), vallabels=np.asarray(val_labels),
