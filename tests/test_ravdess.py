@@ -13,7 +13,7 @@ import torch
 from merbench_plugins import create_model
 from merbench_plugins.data.ravdess import (RAVDESS, RavdessClips, actor_folds, classification_metrics, discover,
                                            parse_name)
-from merbench_plugins.data.ravdess_prep import write_npz_atomic
+from merbench_plugins.fileio import atomic_save_npz
 from merbench_plugins.models.ravdess_av import GatedFusion
 from merbench_plugins.modules.audio import (LogMelSpectrogram, SpecAugment, hz_to_mel, mel_center_frequencies,
                                             mel_to_hz, resample)
@@ -378,7 +378,7 @@ def _write_cache(folder, actors=range(1, 7), emotions=(1, 3, 4, 5, 6), side=32, 
                 frames = rng.randint(0, 255, (8, side, side, 3)).astype(np.uint8)
                 frames[..., emotion % 3] = 200                                     # a weak class cue
                 logmel = rng.randn(64, mel_t).astype(np.float32) + emotion
-                write_npz_atomic(os.path.join(folder, stem + ".npz"), frames=frames, logmel=logmel,
+                atomic_save_npz(os.path.join(folder, stem + ".npz"), compress=False, frames=frames, logmel=logmel,
                                  label=np.int64(emotion - 1), actor=np.int64(actor))
     return folder
 

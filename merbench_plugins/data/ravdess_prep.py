@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..fileio import atomic_save_npz, atomic_write_text
 from .ravdess import EMOTIONS, RavdessClip, discover
 
 SAMPLE_RATE = 16000
@@ -231,21 +232,6 @@ def audio_logmel(x: np.ndarray, rate: int) -> np.ndarray:
 # one clip -> one NPZ
 
 
-def write_npz_atomic(path: str, **arrays) -> None:
-    """Write to a hidden temp file in the same folder, then ``os.replace``: never a half-written NPZ."""
-    folder, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{base}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def process_clip(clip: RavdessClip, out_dir: str, num_frames: int = 8, size: int = 112, crop: str = "auto",
                  cascade: Optional[str] = None) -> Tuple[str, Optional[str]]:
     """Cache one clip; returns (stem, None) or (stem, "file: reason") without raising."""
@@ -261,7 +247,7 @@ def process_clip(clip: RavdessClip, out_dir: str, num_frames: int = 8, size: int
     except Exception as err:  # noqa: BLE001
         return clip.stem, f"{clip.video}: {err if isinstance(err, MediaError) else repr(err)}"
     n = clip.name
-    write_npz_atomic(os.path.join(out_dir, clip.stem + ".npz"),
+    atomic_save_npz(os.path.join(out_dir, clip.stem + ".npz"), compress=False,
                      frames=frames, logmel=logmel, label=np.int64(n.emotion - 1), emotion=np.int64(n.emotion),
                      emotion_name=np.array(EMOTIONS[n.emotion]), actor=np.int64(n.actor),
                      intensity=np.int64(n.intensity), statement=np.int64(n.statement),
@@ -404,10 +390,7 @@ def main(argv=None) -> int:
               "failed": [{"clip": s, "reason": r} for s, r in failures],
               "name_problems": [{"file": p, "reason": r} for p, r in found.problems],
               "seconds": round(elapsed, 1)}
-    tmp = manifest_path + f".{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, manifest_path)
+    atomic_write_text(manifest_path, json.dumps(report, indent=2) + "\n")
 
     for stem, reason in failures:
         print(f"  failed {stem}: {reason}")

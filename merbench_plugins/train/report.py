@@ -1,48 +1,14 @@
 """Results on disk and on screen: atomic writes, JSON summaries, MERBench result files, tables."""
-import contextlib
 import csv
 import io
 import json
 import math
 import os
-import tempfile
 import time
 
 import numpy as np
 
-
-def _umask_mode() -> int:
-    """0o666 minus the umask: what open() would have given (mkstemp files are 0o600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextlib.contextmanager
-def atomic_path(path: str, suffix: str = ""):
-    """Yields a temp path beside ``path``; on success it replaces ``path`` (readable per umask), else vanishes."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: str, text: str):
-    with atomic_path(path, os.path.basename(path)) as tmp:
-        with open(tmp, "w") as f:
-            f.write(text)
-
-
-def atomic_save_npz(path: str, **arrays):
-    with atomic_path(path, ".npz") as tmp:
-        np.savez_compressed(tmp, **arrays)
+from ..fileio import atomic_path, atomic_save_npz, atomic_write_text  # noqa: F401  (re-exported)
 
 
 def csv_text(headers, rows) -> str:

@@ -835,10 +835,9 @@ def importance_plot(optuna, study, path: str) -> str:
     ax.set_xlabel("fANOVA importance of the cross-validation metric")
     ax.set_title(f"{study.study_name}: {len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))} complete trials")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
+    with report.atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
     return f"importance plot: {path} (" + ", ".join(f"{k} {v:.3f}" for k, v in importances.items()) + ")"
 
 
