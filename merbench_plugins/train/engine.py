@@ -6,6 +6,7 @@ Loaders are any re-iterable of MERBench batches ``(batch, emos, vals, names)``.
 import contextlib
 import copy
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..modules.losses import masked_mse
-from .metrics import metric_value
+from .metrics import metric_value, summarise
 
 
 def seed_everything(seed: int):
@@ -76,6 +77,15 @@ class TrainOptions:
     grad_clip: Optional[float] = None  # None: the model's own grad_clip
     show_progress: bool = True
 
+    @classmethod
+    def from_args(cls, args, model_args):
+        """The runners' shared flags (``args``) + the resolved model settings (lr, output dims, metric)."""
+        return cls(epochs=args.epochs, lr=model_args.lr if model_args.lr is not None else 1e-3,
+                   weight_decay=args.l2, scheduler=args.scheduler, early_stop=args.early_stop,
+                   emo_weight=args.emo_weight, val_weight=args.val_weight, output_dim1=model_args.output_dim1,
+                   output_dim2=model_args.output_dim2, metric_name=model_args.metric_name, amp=args.amp,
+                   show_progress=not args.quiet)
+
 
 @dataclass
 class FoldResult:
@@ -86,6 +96,37 @@ class FoldResult:
     history: List[dict] = field(default_factory=list)
     state_dict: Optional[dict] = None
     seconds: float = 0.0
+    checkpoint: Optional[str] = None
+
+    def save_checkpoint(self, path: str, model_name: str, args, fold: int) -> str:
+        """The best state with what rebuilds it (model name, args); used by ``robust-eval``."""
+        self.checkpoint = os.path.abspath(path)
+        os.makedirs(os.path.dirname(self.checkpoint), exist_ok=True)
+        torch.save({"model": model_name, "args": vars(args), "fold": fold, "state_dict": self.state_dict},
+                   self.checkpoint)
+        return self.checkpoint
+
+    def record(self, index: int, **extra) -> dict:
+        """This fold's entry of a JSON summary."""
+        return dict(fold=index + 1, best_epoch=self.best_epoch, eval_metric=self.best_metric,
+                    eval=summarise(self.eval_results), seconds=self.seconds, history=self.history,
+                    checkpoint=self.checkpoint, **extra)
+
+
+def cv_summary(folds: List[FoldResult]) -> dict:
+    """Eval metrics of the best epochs, averaged over folds."""
+    per_fold = [summarise(f.eval_results) for f in folds]
+    return {m: float(np.mean([p[m] for p in per_fold])) for m in per_fold[0]}
+
+
+def restore_models(folds: List[FoldResult], build_model: Callable[[], nn.Module], device) -> List[nn.Module]:
+    """One model per fold with its best state loaded (needs ``keep_state=True`` in train_fold)."""
+    models = []
+    for f in folds:
+        model = build_model().to(device)
+        model.load_state_dict(f.state_dict)
+        models.append(model)
+    return models
 
 
 def make_scheduler(optimizer, kind: str, epochs: int):

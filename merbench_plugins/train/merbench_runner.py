@@ -27,7 +27,6 @@ def build_parser():
     g.add_argument("--test_dataset", default=None, help="cross-corpus: test dataset")
     g.add_argument("--save_root", default="./saved", help="where result/ and model/ go")
     g.add_argument("--debug", action="store_true", help="MERBench debug mode (first 100 samples)")
-    g.add_argument("--savemodel", action="store_true", help="save the best checkpoint of every fold")
     g.add_argument("--save_iters", type=int, default=int(1e8), help="(accepted for compatibility)")
     g.add_argument("--audio_feature", default=None)
     g.add_argument("--text_feature", default=None)
@@ -40,23 +39,12 @@ def build_parser():
     g.add_argument("--hyper_path", default=None, help="fixed hyper-parameters (else a random pick from --tune_yaml)")
     g.add_argument("--model", default=None, help="any MERBench model or one of ours")
     g.add_argument("--lr_adjust", default="case1", help="(accepted for compatibility; one LR for all)")
-    g.add_argument("--batch_size", type=int, default=32)
     g.add_argument("--num_workers", type=int, default=0)
-    g.add_argument("--epochs", type=int, default=100)
     g.add_argument("--print_iters", type=int, default=int(1e8), help="(accepted for compatibility)")
     g.add_argument("--gpu", type=int, default=0, help="GPU id; -1 = CPU (also used when CUDA is missing)")
-    g.add_argument("--l2", type=float, default=1e-5, help="AdamW weight decay")
     g = p.add_argument_group("merbench-plugins training flags")
     g.add_argument("--tune_yaml", default="toolkit/model-tune.yaml", help="grids for the random pick")
-    g.add_argument("--scheduler", default="cosine", choices=["cosine", "step", "none"])
-    g.add_argument("--early_stop", type=int, default=20, help="patience in epochs (0 = off, like main-release)")
-    g.add_argument("--emo_weight", type=float, default=1.0)
-    g.add_argument("--val_weight", type=float, default=1.0)
-    g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--amp", action="store_true", help="mixed precision on GPU")
-    g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
-    options.add_robust_flags(p)
+    options.add_training_flags(p, merbench=True)
     options.add_model_flags(p)
     return p
 
@@ -142,10 +130,7 @@ def main(argv=None):
     # datasets with disjoint test sets per fold (RAVDESS actor folds) expose them per fold: each fold
     # is scored on its own test set and the folds are summarised as mean ± std, not averaged
     fold_tests = getattr(getattr(dataloader_class, "dataloader", dataloader_class), "fold_test_loaders", None) or None
-    opts = engine.TrainOptions(epochs=args.epochs, lr=args.lr if args.lr is not None else 1e-3, weight_decay=args.l2,
-                               scheduler=args.scheduler, early_stop=args.early_stop, emo_weight=args.emo_weight,
-                               val_weight=args.val_weight, output_dim1=args.output_dim1, output_dim2=args.output_dim2,
-                               metric_name=args.metric_name, amp=args.amp, show_progress=not args.quiet)
+    opts = engine.TrainOptions.from_args(args, args)
 
     print("====== Training and Evaluation =======", flush=True)
     folds, name_time = [], time.time()
@@ -156,16 +141,14 @@ def main(argv=None):
                                  device, calc, desc=f"{args.model} fold {k + 1}/{len(train_loaders)}",
                                  keep_state=args.savemodel or args.robust_eval)
         if args.savemodel:
-            fold.checkpoint = os.path.abspath(os.path.join(model_dir, f"{prefix}_fold{k + 1}_{name_time}.pt"))
-            torch.save({"model": args.model, "args": vars(args), "fold": k + 1, "state_dict": fold.state_dict},
-                       fold.checkpoint)
+            fold.save_checkpoint(os.path.join(model_dir, f"{prefix}_fold{k + 1}_{name_time}.pt"), args.model, args, k + 1)
         folds.append(fold)
         print(f">>>>> fold {k + 1}: best epoch {fold.best_epoch}, eval {args.metric_name} {fold.best_metric:.4f}, "
               f"{fold.seconds:.1f}s", flush=True)
 
     print("====== Prediction and Saving =======", flush=True)
     args.duration = float(sum(f.seconds for f in folds))
-    cv = {m: float(np.mean([summarise(f.eval_results)[m] for f in folds])) for m in summarise(folds[0].eval_results)}
+    cv = engine.cv_summary(folds)
     cv_tag = "_".join(f"{n}:{cv[m]:.4f}" for m, n in (("f1", "f1"), ("acc", "acc"), ("val_mse", "val")) if m in cv)
     path = f"{result_dir}/cv_{prefix}_{cv_tag}_{name_time}.npz"
     report.atomic_save_npz(path, args=np.array(args, dtype=object))
@@ -187,20 +170,14 @@ def main(argv=None):
         print(f"save results in {path}")
     summary = {"model": args.model, "dataset": args.dataset, "features": features, "feat_type": args.feat_type,
                "settings": options.model_settings(args, args.model), "seed": args.seed, "cv": cv, "tests": tests,
-               "folds": [{"fold": k + 1, "best_epoch": f.best_epoch, "eval_metric": f.best_metric,
-                          "eval": summarise(f.eval_results), "seconds": f.seconds, "history": f.history,
-                          "test": summarise(f.test_results[0]) if fold_tests else None,
-                          "checkpoint": getattr(f, "checkpoint", None)} for k, f in enumerate(folds)]}
+               "folds": [f.record(k, test=summarise(f.test_results[0]) if fold_tests else None)
+                         for k, f in enumerate(folds)]}
     if args.robust_eval and fold_tests:
         print("note: --robust_eval needs test sets shared by every fold; skipped for per-fold test sets")
     elif args.robust_eval:
         from collections import OrderedDict
         from . import robust_eval
-        models = []
-        for f in folds:
-            model = get_models(args).to(device)
-            model.load_state_dict(f.state_dict)
-            models.append(model)
+        models = engine.restore_models(folds, lambda: get_models(args), device)
         rows = robust_eval.robust_evaluate(
             models, OrderedDict((f"test{j + 1}", loader) for j, loader in enumerate(test_loaders)), device,
             calculate_results=calc, conditions=robust_eval.all_conditions(args.robust_kinds.split(",")),

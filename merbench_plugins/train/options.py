@@ -21,6 +21,7 @@ def add_model_flags(parser: argparse.ArgumentParser):
 
 
 def add_training_flags(parser: argparse.ArgumentParser, *, merbench: bool = False):
+    """Training, checkpoint and robust-evaluation flags of both runners (``merbench``: main-robust.py's defaults)."""
     g = parser.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=100 if merbench else 60, help="maximum epochs per fold")
     g.add_argument("--batch_size", type=int, default=32, help="batch size")
@@ -32,7 +33,7 @@ def add_training_flags(parser: argparse.ArgumentParser, *, merbench: bool = Fals
     g.add_argument("--val_weight", type=float, default=1.0, help="weight of the valence regression loss")
     g.add_argument("--seed", type=int, default=42, help="random seed (data split, init, dropout)")
     g.add_argument("--amp", action="store_true", help="mixed precision (CUDA only; ignored on CPU)")
-    g.add_argument("--threads", type=int, default=1,
+    g.add_argument("--threads", type=int, default=0 if merbench else 1,
                    help="CPU threads for torch (small feature models train fastest single-threaded; 0 = torch's default)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--savemodel", action="store_true", help="save the best checkpoint of every fold")

@@ -108,11 +108,7 @@ def train_model(args, model_name, ds, train, tests, device, stamp):
     margs.output_dim1 = ds.num_classes
     margs.output_dim2 = 1 if train.has_valence else 0
     margs.metric_name = "emoval" if train.has_valence else "emo"
-    opts = engine.TrainOptions(epochs=args.epochs, lr=margs.lr if margs.lr is not None else 1e-3, weight_decay=args.l2,
-                               scheduler=args.scheduler, early_stop=args.early_stop, emo_weight=args.emo_weight,
-                               val_weight=args.val_weight, output_dim1=margs.output_dim1,
-                               output_dim2=margs.output_dim2, metric_name=margs.metric_name, amp=args.amp,
-                               show_progress=not args.quiet)
+    opts = engine.TrainOptions.from_args(args, margs)
     prefix = report.result_prefix([args.audio_feature, args.text_feature, args.video_feature], args.dataset,
                                   model_name, args.feat_type)
     test_loaders = [SplitLoader(t, args.batch_size) for t in tests]
@@ -126,10 +122,8 @@ def train_model(args, model_name, ds, train, tests, device, stamp):
                                    keep_state=args.savemodel or args.robust_eval)
         folds.append(result)
         if args.savemodel:
-            path = os.path.abspath(os.path.join(args.out, "models", f"{prefix}_fold{k + 1}_{stamp}.pt"))
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            torch.save({"model": model_name, "args": vars(margs), "fold": k + 1, "state_dict": result.state_dict}, path)
-            result.checkpoint = path
+            result.save_checkpoint(os.path.join(args.out, "models", f"{prefix}_fold{k + 1}_{stamp}.pt"),
+                                   model_name, margs, k + 1)
         if not args.quiet:
             print(f"  {model_name} fold {k + 1}/{args.folds}: best epoch {result.best_epoch}, "
                   f"eval {margs.metric_name} {result.best_metric:.4f} ({result.seconds:.1f}s)", flush=True)
@@ -141,14 +135,9 @@ def train_model(args, model_name, ds, train, tests, device, stamp):
         report.atomic_save_npz(path, args=np.array(vars(margs), dtype=object), names=np.array(t.names),
                                **{k: v for k, v in results.items() if isinstance(v, np.ndarray)})
         files.append(path)
-    cv = {m: float(np.mean([summarise(f.eval_results)[m] for f in folds])) for m in summarise(folds[0].eval_results)}
     robust_rows = []
     if args.robust_eval:
-        models = []
-        for f in folds:
-            model = registry.create_model(model_name, margs).to(device)
-            model.load_state_dict(f.state_dict)
-            models.append(model)
+        models = engine.restore_models(folds, lambda: registry.create_model(model_name, margs), device)
         robust_rows = robust_eval.robust_evaluate(
             models, OrderedDict((t.name, loader) for t, loader in zip(tests, test_loaders)), device,
             conditions=robust_eval.all_conditions(args.robust_kinds.split(",")), seed=args.seed,
@@ -158,11 +147,9 @@ def train_model(args, model_name, ds, train, tests, device, stamp):
         "model": model_name, "dataset": args.dataset, "feat_type": args.feat_type,
         "features": [args.audio_feature, args.text_feature, args.video_feature],
         "settings": options.model_settings(margs, model_name), "seed": args.seed, "metric": margs.metric_name,
-        "cv": cv, "tests": tests_summary, "result_files": files,
-        "folds": [{"fold": k + 1, "best_epoch": f.best_epoch, "eval_metric": f.best_metric,
-                   "eval": summarise(f.eval_results), "seconds": f.seconds, "history": f.history,
-                   "tests": {t.name: summarise(r) for t, r in zip(tests, f.test_results)},
-                   "checkpoint": getattr(f, "checkpoint", None)} for k, f in enumerate(folds)],
+        "cv": engine.cv_summary(folds), "tests": tests_summary, "result_files": files,
+        "folds": [f.record(k, tests={t.name: summarise(r) for t, r in zip(tests, f.test_results)})
+                  for k, f in enumerate(folds)],
         "seconds": float(sum(f.seconds for f in folds)), "robust": robust_rows,
     }
 
