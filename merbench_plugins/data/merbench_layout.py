@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 MER2023_EMOTIONS = ("neutral", "angry", "happy", "sad", "worried", "surprise")
-MISSING_VALENCE = -10.0
+MISSING_VALENCE = -10.0  # MERBench's marker for "no valence label" (MER2023 test3)
 MODALITY_KEYS = ("audios", "texts", "videos")
 
 

@@ -5,10 +5,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.merbench_layout import MISSING_VALENCE
 from .grouped import GroupedLinear
 from .masking import masked_fill_zero
 
-MISSING_VALENCE = -10.0  # MERBench's marker for "no valence label" (test3)
 
 
 def masked_average(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -20,11 +20,6 @@ def masked_average(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def kl_to_prior(mu, logvar):
     """KL(N(mu, sigma^2) || N(0, I)) averaged over the last dim: [..., H] -> [...]."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(dim=-1)
-
-
-def gaussian_kl(mu1, logvar1, mu2, logvar2):
-    """KL(N1 || N2) for diagonal Gaussians, averaged over the last dim."""
-    return 0.5 * (logvar2 - logvar1 + (logvar1.exp() + (mu1 - mu2).pow(2)) / logvar2.exp() - 1.0).mean(dim=-1)
 
 
 def modality_pairs(num_modalities: int = 3, device=None):

@@ -3,7 +3,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-MISSING_VALENCE = -10.0
+from ..data.merbench_layout import MISSING_VALENCE
 
 
 def confusion_matrix(labels, preds, num_classes: int) -> np.ndarray:
