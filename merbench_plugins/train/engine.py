@@ -141,7 +141,8 @@ def make_scheduler(optimizer, kind: str, epochs: int):
 
 def run_epoch(model, loader, opts: TrainOptions, device, calculate_results, *, optimizer=None, scaler=None,
               cls_loss=None):
-    """One pass; returns MERBench's save_results dict (names, loss, emoprobs, ..., valmse)."""
+    """One pass. Evaluation returns MERBench's save_results dict (names, loss, emoprobs, ..., valmse);
+    training returns names and loss only (nothing reads training metrics, so none are computed)."""
     train = optimizer is not None
     model.train(train)
     cls_loss = cls_loss or cross_entropy
@@ -174,15 +175,20 @@ def run_epoch(model, loader, opts: TrainOptions, device, calculate_results, *, o
                 scaler.update()
             losses.append(loss.item())
             names += list(bnames)
+            if train:
+                continue
             if opts.output_dim1:
                 emo_probs.append(torch.softmax(emos_out.detach().float(), dim=-1).cpu().numpy())
                 emo_labels.append(emos.cpu().numpy())
             if opts.output_dim2:
                 val_preds.append(vals_out.detach().float().cpu().numpy().reshape(-1))
                 val_labels.append(vals.cpu().numpy().reshape(-1))
+    mean_loss = float(np.mean(losses)) if losses else float("nan")
+    if train:
+        return dict(names=names, loss=mean_loss)
     cat = lambda xs: np.concatenate(xs) if xs else []  # noqa: E731
     results, _ = calculate_results(cat(emo_probs), cat(emo_labels), cat(val_preds), cat(val_labels))
-    return dict(names=names, loss=float(np.mean(losses)) if losses else float("nan"), **results)
+    return dict(names=names, loss=mean_loss, **results)
 
 
 def train_fold(build_model: Callable[[], nn.Module], train_loader, eval_loader, test_loaders: List, opts: TrainOptions,
