@@ -118,3 +118,17 @@ def test_atomic_writes_respect_umask(tmp_path):
         os.umask(old)
     assert os.stat(tmp_path / "a.md").st_mode & 0o777 == 0o644
     assert os.stat(tmp_path / "b.npz").st_mode & 0o777 == 0o644
+
+
+def test_integer_emotion_labels_count_classes_from_labels(tiny_data, tmp_path):
+    from merbench_plugins.data.merbench_layout import MER2023_EMOTIONS, FeatureDataset
+    data = copy_data(tiny_data, tmp_path / "data")
+    labels = dict(np.load(data / "label-6way.npz", allow_pickle=True))
+    for key in labels:
+        corpus = labels[key].item()
+        for name in corpus:
+            corpus[name]["emo"] = MER2023_EMOTIONS.index(corpus[name]["emo"])
+        labels[key] = np.array(corpus, dtype=object)
+    np.savez(data / "label-6way.npz", **labels)
+    ds = FeatureDataset(str(data), feature_name(0), feature_name(1), feature_name(2))
+    assert ds.vocab == () and ds.num_classes == int(ds.load("train").emos.max()) + 1

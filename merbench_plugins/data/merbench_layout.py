@@ -176,7 +176,8 @@ class FeatureDataset:
     def num_classes(self) -> int:
         if self.vocab:
             return len(self.vocab)
-        return int(self.load("train").emos.max()) + 1
+        emos, _ = encode_labels(read_corpus(self.label_file, "train"), self.vocab, "train")  # labels only, no features
+        return int(emos.max()) + 1
 
     def load(self, split: str) -> Split:
         corpus = read_corpus(self.label_file, split)
