@@ -18,6 +18,9 @@ from . import engine, options, report
 from .metrics import MISSING_VALENCE, summarise
 
 
+MERBENCH_TUNE_YAML = "toolkit/model-tune.yaml"
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="main-robust.py", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -36,14 +39,13 @@ def build_parser():
     g.add_argument("--e2e_name", default=None)
     g.add_argument("--e2e_dim", type=int, default=None)
     g.add_argument("--n_classes", type=int, default=None)
-    g.add_argument("--hyper_path", default=None, help="fixed hyper-parameters (else a random pick from --tune_yaml)")
     g.add_argument("--model", default=None, help="any MERBench model or one of ours")
     g.add_argument("--lr_adjust", default="case1", help="(accepted for compatibility; one LR for all)")
     g.add_argument("--num_workers", type=int, default=0)
     g.add_argument("--print_iters", type=int, default=int(1e8), help="(accepted for compatibility)")
     g.add_argument("--gpu", type=int, default=0, help="GPU id; -1 = CPU (also used when CUDA is missing)")
     g = p.add_argument_group("merbench-plugins training flags")
-    g.add_argument("--tune_yaml", default="toolkit/model-tune.yaml", help="grids for the random pick")
+    options.add_tune_flags(p, merbench=True)
     options.add_training_flags(p, merbench=True)
     options.add_model_flags(p)
     return p
@@ -109,9 +111,11 @@ def main(argv=None):
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     engine.seed_everything(args.seed)
-    hyper_path = args.hyper_path
-    tune_path = None if hyper_path else args.tune_yaml
-    args = options.resolve_model_args(args, args.model, hyper_path=hyper_path, tune_path=tune_path, seed=args.seed)
+    # our models: declared defaults unless --tune/--tune_yaml; MERBench's: main-release.py's random pick
+    tune_path = options.tune_source(args, args.model, MERBENCH_TUNE_YAML, draw_by_default=not options.ours(args.model))
+    args = options.resolve_model_args(args, args.model, hyper_path=args.hyper_path, tune_path=tune_path, seed=args.seed)
+    print(f"settings of {args.model}: " + (f"drawn from {tune_path}" if tune_path else
+                                           f"from {args.hyper_path}" if args.hyper_path else "declared defaults"))
     config.dataset = args.dataset
     print("args:", args, flush=True)
 

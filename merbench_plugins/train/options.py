@@ -1,7 +1,9 @@
 """Command-line flags and hyperparameter resolution shared by the runners.
 
 Precedence for every model flag: explicit command line > YAML (``--hyper_path`` fixed values, or a
-random pick from a model-tune.yaml grid) > the registry's declared default.
+random pick from a model-tune.yaml grid) > the registry's declared default. Our models draw from a
+grid only when asked (``--tune`` or an explicit ``--tune_yaml``); MERBench's own models keep
+``main-release.py``'s random pick from ``toolkit/model-tune.yaml``.
 """
 import argparse
 import copy
@@ -48,6 +50,42 @@ def add_robust_flags(parser: argparse.ArgumentParser):
     return parser
 
 
+def add_tune_flags(parser: argparse.ArgumentParser, *, merbench: bool = False):
+    """``--hyper_path``, ``--tune_yaml`` (default None = not asked for) and ``--tune``."""
+    g = parser.add_argument_group("hyperparameters")
+    g.add_argument("--hyper_path", default=None, help="YAML with fixed settings per model (MERBench --hyper_path)")
+    where = "toolkit/model-tune.yaml" if merbench else "this checkout's model-tune.yaml"
+    g.add_argument("--tune_yaml", default=None,
+                   help=f"draw settings at random from this model-tune.yaml grid (MERBench's tuner); "
+                        f"default: our models use their declared defaults, MERBench's models draw from {where}")
+    g.add_argument("--tune", action="store_true",
+                   help=f"draw our models' settings at random from the grid too (--tune_yaml, else {where})")
+    return parser
+
+
+def ours(model: str) -> bool:
+    """One of our installable models (MERBench's own, and our reference `attention`, are not)."""
+    return model in registry.list_models(installable=True)
+
+
+def tune_source(args: argparse.Namespace, model: str, default_yaml: Optional[str], *,
+                draw_by_default: bool = False) -> Optional[str]:
+    """The grid a run draws from, or None for the declared defaults (``--hyper_path`` wins over both).
+
+    A run draws only with ``--tune`` or an explicit ``--tune_yaml``, or when ``draw_by_default``
+    (MERBench's own models under main-robust.py, as in main-release.py).
+    """
+    if getattr(args, "hyper_path", None):
+        return None
+    if getattr(args, "tune_yaml", None):
+        return args.tune_yaml
+    tune = getattr(args, "tune", False)
+    if tune and not default_yaml:
+        raise SystemExit("error: --tune needs a grid: pass --tune_yaml model-tune.yaml "
+                         "(write one with `python -m merbench_plugins yaml --write model-tune.yaml`)")
+    return default_yaml if tune or draw_by_default else None
+
+
 def load_yaml(path: str) -> dict:
     try:
         with open(path) as f:
@@ -75,7 +113,9 @@ def resolve_model_args(args: argparse.Namespace, model: str, *, hyper_path: Opti
     if source:
         table = load_yaml(source)
         if model not in table:
-            raise SystemExit(f"error: {source} has no entry for model {model!r} (has: {', '.join(table)})")
+            raise SystemExit(f"error: {source} has no entry for model {model!r} (has: {', '.join(table)}); "
+                             f"add one (`python -m merbench_plugins yaml` prints ours) or drop --tune/--tune_yaml "
+                             f"to train with the declared defaults")
         for key, value in pick(table[model], random.Random(seed)).items():
             if getattr(out, key, None) is None:
                 setattr(out, key, value)

@@ -66,8 +66,7 @@ def build_parser():
     g = p.add_argument_group("run")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:N")
     g.add_argument("--out", default="runs", help="output folder (result/, models/, summary JSON)")
-    g.add_argument("--hyper_path", help="YAML with fixed settings per model (MERBench --hyper_path)")
-    g.add_argument("--tune_yaml", help="pick settings at random from this model-tune.yaml grid (MERBench's tuner)")
+    options.add_tune_flags(p)
     options.add_training_flags(p)
     options.add_model_flags(p)
     return p
@@ -102,8 +101,10 @@ def load_data(args):
 
 def train_model(args, model_name, ds, train, tests, device, stamp):
     """MERBench's protocol for one model; returns its summary dict."""
-    margs = options.resolve_model_args(args, model_name, hyper_path=args.hyper_path, tune_path=args.tune_yaml,
-                                       seed=args.seed)
+    from .tune_yaml import repo_yaml_path
+    default_yaml = repo_yaml_path() if os.path.isfile(repo_yaml_path()) else None
+    margs = options.resolve_model_args(args, model_name, hyper_path=args.hyper_path,
+                                       tune_path=options.tune_source(args, model_name, default_yaml), seed=args.seed)
     margs.audio_dim, margs.text_dim, margs.video_dim = ds.dims(train)
     margs.output_dim1 = ds.num_classes
     margs.output_dim2 = 1 if train.has_valence else 0

@@ -1,0 +1,55 @@
+"""Which settings a run gets: declared defaults unless --tune / --tune_yaml (issue 12, item 1)."""
+import argparse
+import glob
+import json
+
+import pytest
+
+from merbench_plugins import registry
+from merbench_plugins.train import merbench_runner, options, runner
+from test_merbench_runner import installed_tree, main_robust  # noqa: F401  (fixture)
+
+
+def ns(**kw):
+    base = dict(hyper_path=None, tune_yaml=None, tune=False)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_tune_source_defaults_unless_asked():
+    assert options.tune_source(ns(), "attention_robust_v2", "grid.yaml") is None
+    assert options.tune_source(ns(tune=True), "attention_robust_v2", "grid.yaml") == "grid.yaml"
+    assert options.tune_source(ns(tune_yaml="mine.yaml"), "attention_robust_v2", "grid.yaml") == "mine.yaml"
+    assert options.tune_source(ns(hyper_path="fixed.yaml", tune=True), "mrg_net", "grid.yaml") is None
+    # MERBench's own models keep main-release.py's random pick
+    assert options.tune_source(ns(), "tfn", "grid.yaml", draw_by_default=not options.ours("tfn")) == "grid.yaml"
+    assert options.ours("attention_robust_v4") and options.ours("mrg_net") and not options.ours("attention")
+    with pytest.raises(SystemExit, match="--tune needs a grid"):
+        options.tune_source(ns(tune=True), "attention_robust_v2", None)
+
+
+def test_standalone_defaults_and_tune(tiny_data, tmp_path):
+    args = runner.build_parser().parse_args([str(tiny_data)])
+    margs = options.resolve_model_args(args, "attention_robust_v2", tune_path=options.tune_source(args, "x", "g"))
+    assert options.model_settings(margs, "attention_robust_v2") == registry.model_defaults("attention_robust_v2")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("attention_robust_v2:\n  lr: [0.0003]\n  hidden_dim: [48]\n")
+    args = runner.build_parser().parse_args([str(tiny_data), "--tune", "--tune_yaml", str(grid)])
+    margs = options.resolve_model_args(args, "attention_robust_v2", tune_path=options.tune_source(args, "x", None))
+    assert (margs.lr, margs.hidden_dim) == (0.0003, 48)
+    with pytest.raises(SystemExit, match="no entry for model 'mrg_net'"):
+        options.resolve_model_args(args, "mrg_net", tune_path=options.tune_source(args, "mrg_net", None))
+
+
+def test_main_robust_default_command_uses_declared_defaults(installed_tree, tiny_data):  # noqa: F811
+    feats = ["--audio_feature", "chinese-hubert-large-UTT", "--text_feature", "Baichuan-13B-Base-UTT",
+             "--video_feature", "clip-vit-large-patch14-UTT", "--feat_type", "utt"]
+    proc = main_robust(installed_tree, tiny_data, "--model", "attention_robust_v4", "--epochs", "1", *feats)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "settings of attention_robust_v4: declared defaults" in proc.stdout
+    summary = json.load(open(glob.glob(str(installed_tree / "saved-trimodal" / "summary" / "*.json"))[0]))
+    assert summary["settings"] == registry.model_defaults("attention_robust_v4")
+    (installed_tree / "other.yaml").write_text("tfn:\n  lr: [0.001]\n")
+    proc = main_robust(installed_tree, tiny_data, "--model", "mrg_net", "--tune_yaml", "other.yaml", *feats)
+    assert proc.returncode != 0 and "has no entry for model 'mrg_net'" in proc.stderr
+    assert merbench_runner.build_parser().parse_args(["--tune"]).tune
