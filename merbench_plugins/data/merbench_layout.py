@@ -15,8 +15,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..constants import MISSING_VALENCE
+
 MER2023_EMOTIONS = ("neutral", "angry", "happy", "sad", "worried", "surprise")
-MISSING_VALENCE = -10.0  # MERBench's marker for "no valence label" (MER2023 test3)
 MODALITY_KEYS = ("audios", "texts", "videos")
 
 

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, SubsetRandomSampler
 
 from ..registry import register_dataset
-from ..train.metrics import classification_metrics, confusion_matrix  # noqa: F401  (one metrics helper, re-exported)
+from ..metrics import classification_metrics, confusion_matrix  # noqa: F401  (one metrics helper, re-exported)
 
 FIELDS = ("modality", "channel", "emotion", "intensity", "statement", "repetition", "actor")
 EMOTIONS = {1: "neutral", 2: "calm", 3: "happy", 4: "sad", 5: "angry", 6: "fearful", 7: "disgust", 8: "surprised"}

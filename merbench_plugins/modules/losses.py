@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.merbench_layout import MISSING_VALENCE
+from ..constants import MISSING_VALENCE
 from .grouped import GroupedLinear
 from .masking import masked_fill_zero
 

@@ -14,8 +14,9 @@ import time
 import numpy as np
 import torch
 
+from ..constants import MISSING_VALENCE
 from . import engine, options, report
-from .metrics import MISSING_VALENCE, summarise
+from .metrics import summarise
 
 
 MERBENCH_TUNE_YAML = "toolkit/model-tune.yaml"
