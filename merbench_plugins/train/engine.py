@@ -68,6 +68,8 @@ class TrainOptions:
     weight_decay: float = 1e-5
     scheduler: str = "cosine"          # cosine | step | none
     early_stop: int = 20               # patience in epochs (0 = off)
+    optimizer: str = "adamw"           # adamw (decoupled decay) | adam (coupled L2, MERBench's)
+    average: str = "probs"             # fold averaging of test predictions: probs | logits (MERBench's)
     emo_weight: float = 1.0
     val_weight: float = 1.0
     output_dim1: int = 6
@@ -84,7 +86,8 @@ class TrainOptions:
                    weight_decay=args.l2, scheduler=args.scheduler, early_stop=args.early_stop,
                    emo_weight=args.emo_weight, val_weight=args.val_weight, output_dim1=model_args.output_dim1,
                    output_dim2=model_args.output_dim2, metric_name=model_args.metric_name, amp=args.amp,
-                   show_progress=not args.quiet)
+                   show_progress=not args.quiet, optimizer=getattr(args, "optimizer", "adamw"),
+                   average=getattr(args, "average", "probs"))
 
 
 @dataclass
@@ -129,6 +132,15 @@ def restore_models(folds: List[FoldResult], build_model: Callable[[], nn.Module]
     return models
 
 
+def make_optimizer(params, opts: TrainOptions):
+    """``adamw``: decoupled weight decay (ours); ``adam``: L2 added to the gradient (main-release.py)."""
+    if opts.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    if opts.optimizer == "adam":
+        return torch.optim.Adam(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    raise ValueError(f"unknown optimizer {opts.optimizer!r}: use adamw or adam")
+
+
 def make_scheduler(optimizer, kind: str, epochs: int):
     if kind == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
@@ -149,7 +161,7 @@ def run_epoch(model, loader, opts: TrainOptions, device, calculate_results, *, o
     core = inner_model(model)
     clip = opts.grad_clip if opts.grad_clip is not None else getattr(core, "grad_clip", -1)
     names, losses = [], []
-    emo_probs, emo_labels, val_preds, val_labels = [], [], [], []
+    emo_logits, emo_labels, val_preds, val_labels = [], [], [], []
     grad_ctx = contextlib.nullcontext() if train else torch.no_grad()
     with grad_ctx:
         for batch, emos, vals, bnames in loader:
@@ -178,7 +190,7 @@ def run_epoch(model, loader, opts: TrainOptions, device, calculate_results, *, o
             if train:
                 continue
             if opts.output_dim1:
-                emo_probs.append(torch.softmax(emos_out.detach().float(), dim=-1).cpu().numpy())
+                emo_logits.append(emos_out.detach().float().cpu().numpy())
                 emo_labels.append(emos.cpu().numpy())
             if opts.output_dim2:
                 val_preds.append(vals_out.detach().float().cpu().numpy().reshape(-1))
@@ -187,8 +199,18 @@ def run_epoch(model, loader, opts: TrainOptions, device, calculate_results, *, o
     if train:
         return dict(names=names, loss=mean_loss)
     cat = lambda xs: np.concatenate(xs) if xs else []  # noqa: E731
-    results, _ = calculate_results(cat(emo_probs), cat(emo_labels), cat(val_preds), cat(val_labels))
-    return dict(names=names, loss=mean_loss, **results)
+    logits = cat(emo_logits)
+    probs = _softmax(logits) if len(logits) else []
+    results, _ = calculate_results(probs, cat(emo_labels), cat(val_preds), cat(val_labels))
+    out = dict(names=names, loss=mean_loss, **results)
+    if len(logits):
+        out["emologits"] = logits  # [N, C] raw, for average="logits"
+    return out
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
 
 
 def train_fold(build_model: Callable[[], nn.Module], train_loader, eval_loader, test_loaders: List, opts: TrainOptions,
@@ -200,7 +222,7 @@ def train_fold(build_model: Callable[[], nn.Module], train_loader, eval_loader, 
     cls_loss = core.classification_loss() if hasattr(core, "classification_loss") else None
     if cls_loss is not None and hasattr(cls_loss, "to"):
         cls_loss = cls_loss.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    optimizer = make_optimizer(model.parameters(), opts)
     scheduler = make_scheduler(optimizer, opts.scheduler, opts.epochs)
     scaler = grad_scaler(device, opts.amp)
     best = (-math.inf, -1, None, None)    # metric, epoch, eval results, state
@@ -234,11 +256,18 @@ def train_fold(build_model: Callable[[], nn.Module], train_loader, eval_loader, 
                       history=history, state_dict=best[3] if keep_state else None, seconds=time.time() - start)
 
 
-def average_folds(fold_results: List[FoldResult], index: int, calculate_results):
-    """MERBench's protocol: average the folds' test predictions (probabilities, valence), then score."""
+def average_folds(fold_results: List[FoldResult], index: int, calculate_results, average: str = "probs"):
+    """Average the folds' test predictions, then score: ``probs`` averages softmax probabilities (ours),
+    ``logits`` averages raw logits and scores their softmax (main-release.py averages the logits)."""
+    if average not in ("probs", "logits"):
+        raise ValueError(f"unknown fold averaging {average!r}: use probs or logits")
     tests = [f.test_results[index] for f in fold_results]
     emo_labels, val_labels = tests[0].get("emolabels", []), tests[0].get("vallabels", [])
-    emo_probs = np.mean([t["emoprobs"] for t in tests], axis=0) if len(emo_labels) else []
+    emo_probs = []
+    if len(emo_labels) and average == "logits":
+        emo_probs = _softmax(np.mean([t["emologits"] for t in tests], axis=0))
+    elif len(emo_labels):
+        emo_probs = np.mean([t["emoprobs"] for t in tests], axis=0)
     val_preds = np.mean([t["valpreds"] for t in tests], axis=0) if len(val_labels) else []
     return calculate_results(emo_probs, emo_labels, val_preds, val_labels)
 

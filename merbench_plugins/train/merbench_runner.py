@@ -168,7 +168,7 @@ def main(argv=None):
         report.atomic_save_npz(path, args=np.array(args, dtype=object))
         print(f"per-fold test sets: mean over {len(folds)} folds; save results in {path}")
     for j in range(0 if fold_tests else len(test_loaders)):
-        results, tag = engine.average_folds(folds, j, calc)
+        results, tag = engine.average_folds(folds, j, calc, opts.average)
         tests[f"test{j + 1}"] = summarise(results)
         path = f"{result_dir}/test{j + 1}_{prefix}_{tag}_{name_time}.npz"
         report.atomic_save_npz(path, args=np.array(args, dtype=object))

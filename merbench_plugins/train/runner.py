@@ -130,7 +130,7 @@ def train_model(args, model_name, ds, train, tests, device, stamp):
                   f"eval {margs.metric_name} {result.best_metric:.4f} ({result.seconds:.1f}s)", flush=True)
     tests_summary, files = {}, []
     for j, t in enumerate(tests):
-        results, tag = engine.average_folds(folds, j, mer_results)
+        results, tag = engine.average_folds(folds, j, mer_results, opts.average)
         tests_summary[t.name] = summarise(results)
         path = report.unique_path(os.path.join(args.out, "result", f"{t.name}_{prefix}_{tag}_{stamp}.npz"))
         report.atomic_save_npz(path, args=np.array(vars(margs), dtype=object), names=np.array(t.names),
