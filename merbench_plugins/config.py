@@ -109,7 +109,8 @@ class AttentionRobustV2Config(BaseConfig):
 
     use_vae: bool = hp(True, "variational encoders (z, mu, logvar); off = deterministic encoders", grid=[True])
     kl_weight: float = hp(0.01, "weight of KL(q(z|x) || N(0, I))", grid=[0.005, 0.01, 0.02])
-    kl_warmup: int = hp(10, "epochs over which the KL weight ramps up linearly from 0", grid=[10])
+    kl_warmup: int = hp(0, "epochs over which the KL weight ramps up linearly from 0 (needs set_epoch, which "
+                        "main-release.py never calls; 0 = full weight from the first step)", grid=[0])
     recon_weight: float = hp(0.1, "weight of the reconstruction of present modalities (0 = no decoders)",
                              grid=[0.05, 0.1, 0.2])
     tied_decoder: bool = hp(True, "decoders reuse the transposed input projections (no second full-width matrix)",
@@ -123,9 +124,21 @@ class AttentionRobustV2Config(BaseConfig):
                                    grid=[True])
     num_attention_heads: int = hp(4, "heads of the proxy attention", grid=[4])
     use_modality_dropout: bool = hp(True, "drop whole modalities during training", grid=[True])
-    modality_dropout: float = hp(0.15, "probability to drop each present modality of a sample",
-                                 grid=[0.1, 0.15, 0.2, 0.25])
-    modality_dropout_warmup: int = hp(20, "epochs over which the dropout rate ramps up linearly", grid=[20])
+    modality_dropout: float = hp(0.5, "subset mode: probability that a training sample keeps only a random "
+                                 "non-empty proper subset of its modalities; independent mode: probability to "
+                                 "drop each present modality", grid=[0.3, 0.5, 0.7])
+    modality_dropout_mode: str = hp("subset", "subset: uniform over proper subsets (single modalities common); "
+                                    "independent: each modality on its own", grid=["subset"],
+                                    choices=["subset", "independent"])
+    modality_dropout_warmup: int = hp(0, "epochs over which the dropout rate ramps up (needs set_epoch; "
+                                      "0 = acts from the first step)", grid=[0])
+    corrupt_aug: float = hp(0.3, "probability that a training sample with 2+ modalities gets one of them corrupted "
+                            "(noise / zeroed dims / gain / swapped sample; 0 = off)", grid=[0.0, 0.3, 0.5])
+    corrupt_strength: float = hp(4.0, "largest noise (x feature std) and gain factor of the augmentation",
+                                 grid=[4.0])
+    reliability_weight: float = hp(0.1, "weight of the per-modality reliability loss: a head learns which "
+                                   "inputs the augmentation corrupted and fusion down-weights them "
+                                   "(0 = off)", grid=[0.1])
     seq_encoder: str = hp("attnpool", "frame encoder: masked attention pooling or LSTM",
                           grid=["attnpool"], choices=["attnpool", "lstm"])
     improved_encoder: bool = hp(False, "GELU + LayerNorm + residual encoder with zero-initialised log-variance",
@@ -174,6 +187,15 @@ class MrgNetConfig(BaseConfig):
     bert_name: str = hp("bert-base-uncased", "BERT hub name or local directory for --text_encoder bert "
                         "(e.g. bert-base-chinese for MER2023/SIMS)")
     bert_finetune: bool = hp(False, "fine-tune BERT (default: frozen)")
+    modality_dropout: float = hp(0.5, "probability that a training sample keeps only a random non-empty proper "
+                                 "subset of its modalities (0 = off)", grid=[0.3, 0.5, 0.7])
+    modality_dropout_mode: str = hp("subset", "subset: uniform over proper subsets; independent: per modality",
+                                    grid=["subset"], choices=["subset", "independent"])
+    corrupt_aug: float = hp(0.3, "probability that a training sample with 2+ modalities gets one of them corrupted "
+                            "(0 = off)", grid=[0.0, 0.3, 0.5])
+    corrupt_strength: float = hp(4.0, "largest noise (x feature std) and gain factor of the augmentation", grid=[4.0])
+    fusion_mean: bool = hp(True, "fuse the mean of the present modalities' gated summaries (scale independent of "
+                           "how many are present); off = the seed's plain sum", grid=[True])
 
 
 @dataclass

@@ -38,7 +38,7 @@ def test_masked_softmax_exact_zero_and_nan_free_gradient():
 
 def test_modality_dropout_never_removes_all_and_follows_warmup():
     torch.manual_seed(0)
-    drop = ModalityDropout(p=0.9, warmup=10).train()
+    drop = ModalityDropout(p=0.9, warmup=10, mode="independent").train()
     present = torch.rand(4000, 3) > 0.3
     present[0] = False
     for epoch, expected in [(0, 0.0), (5, 0.45), (10, 0.9), (30, 0.9)]:
@@ -138,7 +138,7 @@ def test_flags_remove_their_component(flag, module):
 
 
 def test_no_vae_is_deterministic_and_has_no_kl():
-    model = create_model("attention_robust_v2", model_args(use_vae=False, recon_weight=0.0,
+    model = create_model("attention_robust_v2", model_args(use_vae=False, recon_weight=0.0, reliability_weight=0.0,
                                                            use_modality_dropout=False)).train()
     assert model.encoder.to_stats.out_features == 16                     # mu only, no log-variance head
     torch.manual_seed(1)

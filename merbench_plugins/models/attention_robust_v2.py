@@ -9,8 +9,10 @@ import torch.nn as nn
 from ..config import AttentionRobustV2Config
 from ..modules.encoders import MultimodalDecoder, MultimodalVariationalEncoder
 from ..modules.fusion import ProxyAttention, UncertaintyWeightedFusion
+from ..modules.grouped import GroupedLinear
 from ..modules.losses import kl_to_prior, masked_average, pairwise_kl
-from ..modules.masking import MODALITIES, ModalityDropout, any_or_all, masked_fill_zero, presence_mask
+from ..modules.masking import (MODALITIES, ModalityDropout, any_or_all, corrupt_inputs, masked_fill_zero,
+                               presence_mask)
 from ..registry import register_model
 
 FRAME_TYPES = ("frm_align", "frm_unalign")
@@ -42,7 +44,9 @@ class AttentionRobustV2(nn.Module):
         self.decoders = (MultimodalDecoder(dims, h, tied_to=self.encoder if cfg.tied_decoder else None)
                          if cfg.recon_weight > 0 else None)
         self.modality_dropout = ModalityDropout(cfg.modality_dropout if cfg.use_modality_dropout else 0.0,
-                                                cfg.modality_dropout_warmup)
+                                                cfg.modality_dropout_warmup, cfg.modality_dropout_mode)
+        # per-modality reliability: a logit that the modality's input is corrupted, from its posterior mean
+        self.reliability = GroupedLinear(3, h, 1, group_dim=1) if cfg.reliability_weight > 0 else None
         self.fusion = self.build_fusion(cfg)
         self.proxy_attention = ProxyAttention(h, cfg.num_attention_heads) if cfg.use_proxy_attention else None
         self.fc_out_1 = nn.Linear(h, args.output_dim1)
@@ -60,21 +64,36 @@ class AttentionRobustV2(nn.Module):
         present = presence_mask(batch)                                                     # [B, 3]
         # absent inputs are zeroed so that NaN/garbage in a masked-out modality cannot reach any gradient
         inputs = [masked_fill_zero(batch[k], present[:, m]) for m, k in enumerate(MODALITIES)]
+        corrupted = torch.zeros_like(present)
+        if self.training and self.cfg.corrupt_aug > 0:                                     # training only
+            inputs, corrupted = corrupt_inputs(inputs, present, self.cfg.corrupt_aug, self.cfg.corrupt_strength)
+        self.last_corrupted = corrupted
         z, mu, logvar = self.encoder(inputs)
         return inputs, present, z, mu, logvar                                              # z, mu, logvar: [B, 3, H]
 
-    def fuse(self, z, mu, logvar, mask):
-        return self.fusion(z, logvar, mask)
+    def reliability_logits(self, mu):
+        """[B, 3, H] -> [B, 3] logit that each modality's input is corrupted (None without the head)."""
+        return None if self.reliability is None else self.reliability(mu).squeeze(-1)
+
+    def fuse(self, z, mu, logvar, mask, bias=None):
+        return self.fusion(z, logvar, mask, bias=bias)
 
     def forward(self, batch):
         inputs, present, z, mu, logvar = self.encode(batch)
         # what is dropped is exactly what is fused (the seed fused mu and dropped z: SPEC 6)
         fuse_mask = any_or_all(self.modality_dropout(present))
-        proxy, weights = self.fuse(z, mu, logvar, fuse_mask)                               # [B, H], [B, 3]
+        corrupt_logit = self.reliability_logits(mu)                                        # [B, 3] or None
+        # fusion logits + log P(clean): a modality judged corrupted loses weight multiplicatively
+        bias = None if corrupt_logit is None else nn.functional.logsigmoid(-corrupt_logit)
+        proxy, weights = self.fuse(z, mu, logvar, fuse_mask, bias)                         # [B, H], [B, 3]
         features = self.proxy_attention(proxy, z, fuse_mask) if self.proxy_attention is not None else proxy
         self.last_fusion_weights = weights.detach()
         if self.training:
             interloss = self.auxiliary_loss(inputs, present, z, mu, logvar)
+            if corrupt_logit is not None:
+                bce = nn.functional.binary_cross_entropy_with_logits(
+                    corrupt_logit, self.last_corrupted.to(corrupt_logit.dtype), reduction="none")
+                interloss = interloss + self.cfg.reliability_weight * masked_average(bce, present)
         else:
             interloss = torch.zeros((), device=features.device)
         return features, self.fc_out_1(features), self.fc_out_2(features), interloss

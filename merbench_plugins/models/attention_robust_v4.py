@@ -27,10 +27,10 @@ class AttentionRobustV4(AttentionRobustV2):
                                       learnable_alpha=cfg.learnable_gate_alpha,
                                       use_uncertainty=cfg.use_uncertainty_fusion and cfg.use_vae)
 
-    def fuse(self, z, mu, logvar, mask):
+    def fuse(self, z, mu, logvar, mask, bias=None):
         if isinstance(self.fusion, GatedUncertaintyFusion):
-            return self.fusion(z, logvar, mask, means=mu)
-        return super().fuse(z, mu, logvar, mask)
+            return self.fusion(z, logvar, mask, means=mu, bias=bias)
+        return super().fuse(z, mu, logvar, mask, bias)
 
     def auxiliary_loss(self, inputs, present, z, mu, logvar):
         loss = super().auxiliary_loss(inputs, present, z, mu, logvar)

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..config import MrgNetConfig
-from ..modules.masking import MODALITIES, frame_mask, masked_fill_zero
+from ..modules.masking import MODALITIES, ModalityDropout, corrupt_inputs, frame_mask, masked_fill_zero
 from ..modules.mrg import (BertTextEncoder, CrossModalRouter, FixedLenPool, HeadwiseMemoryRouter, MemoryGuidedFusion,
                            SequenceEmbedder)
 from ..registry import register_model
@@ -58,7 +58,8 @@ class MRGNet(nn.Module):
                                                    cfg.ffn_ratio, cfg.dropout)
         self.cross_router = CrossModalRouter(d, heads, cfg.cross_slots, temperature=cfg.tau_x,
                                              ffn_ratio=cfg.ffn_ratio, dropout=cfg.dropout, rank=cfg.kernel_rank)
-        self.fusion = MemoryGuidedFusion(d, heads, cfg.gate_slots, temperature=cfg.tau_g)
+        self.fusion = MemoryGuidedFusion(d, heads, cfg.gate_slots, temperature=cfg.tau_g, mean=cfg.fusion_mean)
+        self.modality_dropout = ModalityDropout(cfg.modality_dropout, 0, cfg.modality_dropout_mode)
         self.head_drop = nn.Dropout(cfg.dropout)
         self.fc_out_1 = nn.Linear(d, int(getattr(args, "output_dim1", 0) or 0))
         self.fc_out_2 = nn.Linear(d, int(getattr(args, "output_dim2", 0) or 0))
@@ -88,6 +89,12 @@ class MRGNet(nn.Module):
 
     def forward(self, batch):
         seqs, masks, present = self._inputs(batch)
+        if self.training:   # robustness levers act in training only, from the first step
+            if self.cfg.corrupt_aug > 0:
+                seqs, _ = corrupt_inputs([masked_fill_zero(x, m) for x, m in zip(seqs, masks)], present,
+                                         self.cfg.corrupt_aug, self.cfg.corrupt_strength)
+            present = self.modality_dropout(present)
+            masks = [m & present[:, i:i + 1] for i, m in enumerate(masks)]
         # zero a missing modality's input before anything touches it (garbage, NaN included, cannot leak)
         tokens = torch.stack([self.pool(proj(masked_fill_zero(x, m)), m)
                               for proj, x, m in zip(self.input_proj, seqs, masks)])  # [3, B, L, d] (L = 1 for utt)

@@ -27,15 +27,18 @@ class UncertaintyWeightedFusion(nn.Module):
         super().__init__()
         self.temperature, self.use_uncertainty = temperature, use_uncertainty
 
-    def weights(self, tokens, logvar, mask):
+    def weights(self, tokens, logvar, mask, bias=None):
+        """``bias`` [B, M]: extra logits (the reliability head's log P(clean))."""
         if self.use_uncertainty:
             logits = confidence_logits(logvar, self.temperature)
         else:
             logits = torch.zeros(mask.shape, dtype=tokens.dtype, device=tokens.device)
+        if bias is not None:
+            logits = logits + bias
         return masked_softmax(logits, mask, dim=1)                                   # [B, M]
 
-    def forward(self, tokens, logvar, mask):
-        w = self.weights(tokens, logvar, mask)
+    def forward(self, tokens, logvar, mask, bias=None):
+        w = self.weights(tokens, logvar, mask, bias)
         return torch.einsum("bm,bmh->bh", w, masked_fill_zero(tokens, mask)), w     # [B, H], [B, M]
 
 
@@ -62,15 +65,16 @@ class GatedUncertaintyFusion(UncertaintyWeightedFusion):
     def alpha(self):
         return torch.sigmoid(self.alpha_logit) if self.alpha_logit is not None else self.fixed_alpha
 
-    def weights(self, tokens, logvar, mask, means=None):
+    def weights(self, tokens, logvar, mask, means=None, bias=None):
         means = tokens if means is None else means
-        w_unc = super().weights(tokens, logvar, mask)
+        w_unc = super().weights(tokens, logvar, mask, bias)
         gate_in = masked_fill_zero(means, mask).flatten(1)                           # [B, M*H]
-        w_gate = masked_softmax(self.gate(gate_in), mask, dim=1)                     # [B, M]
+        gate_logits = self.gate(gate_in) + (0 if bias is None else bias)
+        w_gate = masked_softmax(gate_logits, mask, dim=1)                            # [B, M]
         return self.alpha * w_unc + (1 - self.alpha) * w_gate
 
-    def forward(self, tokens, logvar, mask, means=None):
-        w = self.weights(tokens, logvar, mask, means)
+    def forward(self, tokens, logvar, mask, means=None, bias=None):
+        w = self.weights(tokens, logvar, mask, means, bias)
         return torch.einsum("bm,bmh->bh", w, masked_fill_zero(tokens, mask)), w
 
 

@@ -5,6 +5,8 @@ zero-padded (at the front) without a mask. We derive both masks from the data, a
 explicit ones (``batch['masks']``: [B, 3] presence in audio/text/video order, ``batch['<key>_mask']``:
 [B, T] frame validity) when a dataset supplies them.
 """
+import math
+
 import torch
 import torch.nn as nn
 
@@ -53,17 +55,37 @@ def any_or_all(mask: torch.Tensor) -> torch.Tensor:
     return mask | ~mask.any(dim=-1, keepdim=True)
 
 
-class ModalityDropout(nn.Module):
-    """Drops whole present modalities per sample during training, vectorised over the batch.
+def random_subset(present: torch.Tensor) -> torch.Tensor:
+    """[B, M] bool -> a uniformly drawn non-empty proper subset of each row's True entries.
 
-    The rate ramps linearly from 0 to ``p`` over ``warmup`` epochs (``set_epoch``). A sample never
-    loses all of its present modalities: if every one was dropped, one of them (at random) is kept.
-    Returns the new presence mask; callers fuse with it so the dropout reaches the fusion.
+    The kept count is uniform over 1..k-1 (k = present count), then which ones uniformly: for k = 3
+    that is exactly uniform over the 6 proper subsets (half of them single modalities). Rows with
+    fewer than 2 present entries are returned as they are.
+    """
+    k = present.sum(dim=1, keepdim=True)                                               # [B, 1]
+    keep_n = 1 + (torch.rand(k.shape, device=present.device) * (k - 1).clamp_min(1)).floor()
+    scores = torch.rand(present.shape, device=present.device).masked_fill(~present, 2.0)
+    rank = scores.argsort(dim=1).argsort(dim=1)                                        # 0 = kept first
+    kept = present & (rank < keep_n)
+    return torch.where(k >= 2, kept, present)
+
+
+class ModalityDropout(nn.Module):
+    """Drops whole present modalities of training samples, vectorised over the batch.
+
+    ``mode='subset'`` (default): with probability ``p`` a sample with at least two present modalities
+    keeps only a random non-empty proper subset of them (:func:`random_subset`, so single-modality
+    inputs, 3 of the 7 subsets a test can present, are common). ``mode='independent'``: each present
+    modality is dropped with probability ``p`` (a sample that lost all keeps one at random).
+    The rate acts from the first step; ``warmup`` > 0 ramps it over that many epochs (``set_epoch``,
+    which upstream main-release.py never calls, so the default is 0). Returns the new presence mask.
     """
 
-    def __init__(self, p: float = 0.15, warmup: int = 0):
+    def __init__(self, p: float = 0.15, warmup: int = 0, mode: str = "subset"):
         super().__init__()
-        self.p, self.warmup, self.epoch = float(p), int(warmup), 0
+        if mode not in ("subset", "independent"):
+            raise ValueError(f"modality dropout mode {mode!r}: use subset or independent")
+        self.p, self.warmup, self.mode, self.epoch = float(p), int(warmup), mode, 0
 
     def set_epoch(self, epoch: int):
         self.epoch = int(epoch)
@@ -77,8 +99,53 @@ class ModalityDropout(nn.Module):
     def forward(self, present: torch.Tensor) -> torch.Tensor:  # [B, M] bool -> [B, M] bool
         if not self.training or self.rate <= 0:
             return present
+        if self.mode == "subset":
+            hit = torch.rand(present.shape[:1], device=present.device) < self.rate     # [B]
+            return torch.where(hit.unsqueeze(1), random_subset(present), present)
         keep = present & (torch.rand(present.shape, device=present.device) >= self.rate)
         lost_all = present.any(dim=1) & ~keep.any(dim=1)                            # [B]
         rescue_score = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0)
         rescue = nn.functional.one_hot(rescue_score.argmax(dim=1), present.size(1)).bool()
         return torch.where(lost_all.unsqueeze(1), rescue, keep)
+
+
+CORRUPTION_KINDS = ("noise", "dropdims", "gain", "swap")
+
+
+def _per_sample(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """[B] -> broadcastable to x ([B, D] or [B, T, D])."""
+    return v.view(-1, *([1] * (x.dim() - 1)))
+
+
+def corrupt_one(x: torch.Tensor, kind: torch.Tensor, strength: float) -> torch.Tensor:
+    """Corrupt every sample of one modality ([B, D] or [B, T, D]) by its kind index [B] (CORRUPTION_KINDS).
+
+    noise: Gaussian at U(0.5, strength) x the sample's own feature std; dropdims: a U(0.3, 0.9)
+    fraction of the dimensions zeroed; gain: x * exp(U(-1, 1) * log(strength)); swap: the next
+    sample's features. Zero-padded frames stay zero (the frame mask does not change).
+    """
+    b = x.shape[0]
+    valid = frame_mask(x).unsqueeze(-1).to(x.dtype) if x.dim() == 3 else 1.0
+    u = lambda: _per_sample(torch.rand(b, device=x.device, dtype=x.dtype), x)       # noqa: E731
+    std = _per_sample(x.flatten(1).std(dim=1), x)
+    noise = x + (0.5 + (strength - 0.5) * u()) * std * torch.randn_like(x) * valid
+    drop_dims = x.shape[-1:] if x.dim() == 2 else (1, x.shape[-1])
+    dropped = x * (torch.rand((b,) + tuple(drop_dims), device=x.device) >= 0.3 + 0.6 * u()).to(x.dtype)
+    gain = x * torch.exp((2 * u() - 1) * math.log(max(strength, 1.0)))
+    swapped = x.roll(1, dims=0)
+    out = torch.stack([noise, dropped, gain, swapped])                                 # [K, B, ...]
+    return out.gather(0, _per_sample(kind, x).expand_as(x).unsqueeze(0)).squeeze(0)
+
+
+def corrupt_inputs(inputs, present: torch.Tensor, p: float, strength: float = 4.0):
+    """Training-time corruption augmentation: with probability ``p`` a sample with at least two present
+    modalities gets ONE of them corrupted (:func:`corrupt_one`); a sample never has every present
+    modality corrupted. Returns (new inputs, corrupted [B, M] bool)."""
+    b, m = present.shape
+    eligible = (present.sum(dim=1) >= 2) & (torch.rand(b, device=present.device) < p)    # [B]
+    scores = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0)
+    which = nn.functional.one_hot(scores.argmax(dim=1), m).bool() & eligible.unsqueeze(1)  # [B, M]
+    kind = torch.randint(len(CORRUPTION_KINDS), (b,), device=present.device)
+    out = [torch.where(_per_sample(which[:, i], x), corrupt_one(x, kind, strength), x) if which[:, i].any() else x
+           for i, x in enumerate(inputs)]
+    return out, which

@@ -336,14 +336,18 @@ class CrossModalRouter(nn.Module):
 class MemoryGuidedFusion(nn.Module):
     """Gated additive fusion: [M, B, N, d] + [B, M] presence -> fused [B, d], gates [M, B, d].
 
+    ``mean`` divides the gated sum by the number of present modalities, so the classifier input
+    does not shrink as modalities go missing.
+
     Each modality's gate reads a context token (built from the other present modalities) through
     shared gate slots; the softmax runs over the SLOT dimension (temperature ``temperature``), so
     the gate depends on the context. Missing modalities get no share of the sum.
     """
 
-    def __init__(self, dim: int, heads: int, slots: int, groups: int = 3, temperature: float = 1.0):
+    def __init__(self, dim: int, heads: int, slots: int, groups: int = 3, temperature: float = 1.0,
+                 mean: bool = True):
         super().__init__()
-        self.heads, self.temperature = heads, float(temperature)
+        self.heads, self.temperature, self.mean = heads, float(temperature), mean
         self.context = ModalityContext(groups, dim)
         self.norm = nn.LayerNorm(dim)                  # shared by the three context tokens (seed)
         self.gate_kernel = nn.Parameter(torch.randn(heads, slots, dim // heads) / math.sqrt(dim // heads))
@@ -365,6 +369,8 @@ class MemoryGuidedFusion(nn.Module):
         read = read.view(self.heads, -1, x.shape[0], kernel.shape[-1]).permute(2, 1, 0, 3).flatten(2)  # [M, B, d]
         gates = torch.sigmoid(self.to_gate(read))                                        # [M, B, d]
         fused = masked_fill_zero(gates * summary, present.t()).sum(dim=0)                # [B, d]
+        if self.mean:   # same scale with one, two or three present modalities
+            fused = fused / present.sum(dim=1, keepdim=True).clamp_min(1).to(fused.dtype)
         return fused, gates
 
 

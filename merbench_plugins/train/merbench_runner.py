@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..constants import MISSING_VALENCE
-from . import engine, options, report
+from . import conditions, engine, options, report
 from .metrics import summarise
 
 
@@ -167,14 +167,23 @@ def main(argv=None):
         path = f"{result_dir}/test1_{prefix}_{tag}_{name_time}.npz"
         report.atomic_save_npz(path, args=np.array(args, dtype=object))
         print(f"per-fold test sets: mean over {len(folds)} folds; save results in {path}")
+    by_condition = {}
     for j in range(0 if fold_tests else len(test_loaders)):
         results, tag = engine.average_folds(folds, j, calc, opts.average)
         tests[f"test{j + 1}"] = summarise(results)
+        # fold-averaged predictions beside MERBench's args, so runs can be ensembled and analysed
+        avg = conditions.fold_average([f.test_results[j] for f in folds])
         path = f"{result_dir}/test{j + 1}_{prefix}_{tag}_{name_time}.npz"
-        report.atomic_save_npz(path, args=np.array(args, dtype=object))
+        report.atomic_save_npz(path, args=np.array(args, dtype=object), **avg)
         print(f"save results in {path}")
+        label_dir = os.path.dirname(getattr(config, "PATH_TO_LABEL", {}).get(args.dataset) or "") or None
+        groups = conditions.sample_groups(test_loaders[j], label_dir, f"test{j + 1}")
+        by_condition[f"test{j + 1}"] = conditions.per_condition(
+            avg["names"], avg.get("emoprobs", []), avg.get("emolabels", []), avg.get("valpreds", []),
+            avg.get("vallabels", []), groups, calc)
     summary = {"model": args.model, "dataset": args.dataset, "features": features, "feat_type": args.feat_type,
                "settings": options.model_settings(args, args.model), "seed": args.seed, "cv": cv, "tests": tests,
+               "tests_by_condition": by_condition,
                "folds": [f.record(k, test=summarise(f.test_results[0]) if fold_tests else None)
                          for k, f in enumerate(folds)]}
     if args.robust_eval and fold_tests:
@@ -193,6 +202,9 @@ def main(argv=None):
         print("robust evaluation: " + ", ".join(paths.values()))
     path = report.write_json(report.unique_path(os.path.join(args.save_root, "summary", f"{prefix}_{name_time}.json")), summary)
     print(report.comparison_table({args.model: tests}, list(tests)))
+    for name, groups in by_condition.items():
+        if len(groups) > 2:
+            print(f"{name} by condition:\n" + conditions.condition_table({args.model: groups}, "f1"))
     print(f"summary: {path}")
     return 0
 

@@ -17,7 +17,7 @@ import torch
 
 from .. import registry
 from ..data.merbench_layout import DataError, FeatureDataset, Split
-from . import engine, options, report, robust_eval
+from . import conditions, engine, options, report, robust_eval
 from .metrics import mer_results, summarise
 
 
@@ -128,10 +128,14 @@ def train_model(args, model_name, ds, train, tests, device, stamp):
         if not args.quiet:
             print(f"  {model_name} fold {k + 1}/{args.folds}: best epoch {result.best_epoch}, "
                   f"eval {margs.metric_name} {result.best_metric:.4f} ({result.seconds:.1f}s)", flush=True)
-    tests_summary, files = {}, []
+    tests_summary, by_condition, files = {}, {}, []
     for j, t in enumerate(tests):
         results, tag = engine.average_folds(folds, j, mer_results, opts.average)
         tests_summary[t.name] = summarise(results)
+        avg = conditions.fold_average([f.test_results[j] for f in folds])
+        by_condition[t.name] = conditions.per_condition(
+            avg["names"], avg.get("emoprobs", []), avg.get("emolabels", []), avg.get("valpreds", []),
+            avg.get("vallabels", []), conditions.sample_groups(test_loaders[j], args.data_dir, t.name), mer_results)
         path = report.unique_path(os.path.join(args.out, "result", f"{t.name}_{prefix}_{tag}_{stamp}.npz"))
         report.atomic_save_npz(path, args=np.array(vars(margs), dtype=object), names=np.array(t.names),
                                **{k: v for k, v in results.items() if isinstance(v, np.ndarray)})
@@ -148,7 +152,8 @@ def train_model(args, model_name, ds, train, tests, device, stamp):
         "model": model_name, "dataset": args.dataset, "feat_type": args.feat_type,
         "features": [args.audio_feature, args.text_feature, args.video_feature],
         "settings": options.model_settings(margs, model_name), "seed": args.seed, "metric": margs.metric_name,
-        "cv": engine.cv_summary(folds), "tests": tests_summary, "result_files": files,
+        "cv": engine.cv_summary(folds), "tests": tests_summary, "tests_by_condition": by_condition,
+        "result_files": files,
         "folds": [f.record(k, tests={t.name: summarise(r) for t, r in zip(tests, f.test_results)})
                   for k, f in enumerate(folds)],
         "seconds": float(sum(f.seconds for f in folds)), "robust": robust_rows,
@@ -185,6 +190,11 @@ def run(args) -> dict:
         path = report.unique_path(os.path.join(args.out, f"summary_{m}_{stamp}.json"))
         summaries[m]["summary_file"] = report.write_json(path, summaries[m])
     table = report.comparison_table({m: s["tests"] for m, s in summaries.items()}, [t.name for t in tests])
+    for t in tests:     # per condition group (recorded conditions, else missing patterns)
+        by_model = {m: s["tests_by_condition"][t.name] for m, s in summaries.items()}
+        if len(next(iter(by_model.values()))) > 2:
+            for metric in ("f1", "emoval") if t.has_valence else ("f1",):
+                table += f"\n\n{t.name} {metric} by condition:\n" + conditions.condition_table(by_model, metric)
     report.atomic_write_text(report.unique_path(os.path.join(args.out, f"summary_{stamp}.md")), table + "\n")
     print(table)
     if args.robust_eval:

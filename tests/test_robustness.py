@@ -1,0 +1,126 @@
+"""Robustness levers (issue 12): modality dropout subsets, corruption augmentation, the reliability
+head's fusion weights, MRG-Net's count-independent fusion, per-condition reporting."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import model_args
+from merbench_plugins.modules.masking import corrupt_inputs, random_subset, ModalityDropout
+from merbench_plugins.registry import create_model
+from merbench_plugins.train import conditions
+from merbench_plugins.train.metrics import mer_results
+
+
+def test_random_subset_is_a_non_empty_proper_subset_and_often_single():
+    torch.manual_seed(0)
+    present = torch.rand(6000, 3) > 0.2
+    kept = random_subset(present)
+    assert not (kept & ~present).any() and kept[present.any(1)].any(1).all()
+    full = present.all(1)
+    assert (kept[full].sum(1) < 3).all()
+    single = (kept[full].sum(1) == 1).float().mean().item()
+    assert 0.45 < single < 0.55                           # uniform over the 6 proper subsets: 3 are singles
+    two = present.sum(1) == 2
+    assert (kept[two].sum(1) == 1).all()
+    one = present.sum(1) <= 1
+    assert torch.equal(kept[one], present[one])
+
+
+def test_modality_dropout_acts_from_the_first_step_without_set_epoch():
+    torch.manual_seed(0)
+    drop = ModalityDropout(p=0.5).train()                 # nobody calls set_epoch (main-release.py)
+    present = torch.ones(4000, 3, dtype=torch.bool)
+    changed = (drop(present) != present).any(1).float().mean().item()
+    assert 0.45 < changed < 0.55
+    assert torch.equal(drop.eval()(present), present)
+
+
+@pytest.mark.parametrize("shape", [(3000, 12), (3000, 5, 12)])
+def test_corruption_never_hits_every_modality_and_only_present_ones(shape):
+    torch.manual_seed(0)
+    present = torch.rand(shape[0], 3) > 0.3
+    inputs = [torch.randn(*shape) * present[:, m].view(-1, *[1] * (len(shape) - 1)) for m in range(3)]
+    if len(shape) == 3:
+        inputs = [x * (torch.arange(shape[1]) >= 2).view(1, -1, 1) for x in inputs]   # front padding
+    out, which = corrupt_inputs(inputs, present, p=1.0, strength=4.0)
+    assert not (which & ~present).any()                                              # only present ones
+    assert not (which.sum(1) >= present.sum(1)).logical_and(present.sum(1) > 0).logical_and(which.any(1)).any()
+    assert (which.sum(1) == (present.sum(1) >= 2).long()).all()                      # one per eligible sample
+    changed = torch.stack([(o != x).flatten(1).any(1) for o, x in zip(out, inputs)], 1)
+    assert not (changed & ~which).any()                                              # others untouched
+    if len(shape) == 3:                                                               # padding stays zero
+        assert all((o[:, :2] == 0).all() for o in out)
+
+
+def test_augmentation_acts_only_in_training():
+    torch.manual_seed(0)
+    model = create_model("attention_robust_v2", model_args(corrupt_aug=1.0, use_modality_dropout=False))
+    batch = {k: torch.randn(8, d) for k, d in (("audios", 12), ("texts", 20), ("videos", 8))}
+    model.eval()
+    assert torch.equal(model(batch)[1], model(batch)[1]) and not model.last_corrupted.any()
+    model.train()
+    model(batch)
+    assert model.last_corrupted.sum(1).eq(1).all()
+
+
+def _trained_v2(steps=300, seed=0):
+    """A tiny V2 trained on 3 informative modalities with corruption augmentation."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    dims, protos = (12, 20, 8), [torch.randn(6, d, generator=g) * 2 for d in (12, 20, 8)]
+    model = create_model("attention_robust_v2", model_args(corrupt_aug=0.5, hidden_dim=32, reliability_weight=0.5))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    def batch(n, gen):
+        y = torch.randint(0, 6, (n,), generator=gen)
+        x = {k: protos[m][y] + torch.randn(n, dims[m], generator=gen)
+             for m, k in enumerate(("audios", "texts", "videos"))}
+        return x, y
+
+    model.train()
+    for _ in range(steps):
+        x, y = batch(64, g)
+        _, logits, _, inter = model(x)
+        loss = torch.nn.functional.cross_entropy(logits, y) + inter
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), batch
+
+
+def test_fusion_weight_of_a_corrupted_modality_drops():
+    model, batch = _trained_v2()
+    x, _ = batch(256, torch.Generator().manual_seed(99))
+    with torch.no_grad():
+        model(x)
+        clean = model.last_fusion_weights.mean(0)
+        for m, key in enumerate(("audios", "texts", "videos")):
+            noisy = dict(x)
+            noisy[key] = x[key] + 4 * x[key].std() * torch.randn_like(x[key])
+            model(noisy)
+            assert model.last_fusion_weights.mean(0)[m] < 0.6 * clean[m], key
+
+
+def test_mrg_fusion_scale_does_not_depend_on_the_number_of_present_modalities():
+    from merbench_plugins.modules.mrg import MemoryGuidedFusion
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 2, 16)
+    present = torch.tensor([[1, 1, 1], [1, 0, 0], [0, 1, 1], [0, 0, 1]], dtype=torch.bool)
+    mean_fusion, sum_fusion = MemoryGuidedFusion(16, 4, 4, mean=True), MemoryGuidedFusion(16, 4, 4, mean=False)
+    sum_fusion.load_state_dict(mean_fusion.state_dict())
+    fused_mean, _ = mean_fusion(x, present)
+    fused_sum, _ = sum_fusion(x, present)
+    assert torch.allclose(fused_mean * present.sum(1, keepdim=True), fused_sum, atol=1e-6)
+
+
+def test_per_condition_scores_on_a_tiny_set():
+    names = ["a", "b", "c", "d"]
+    probs = np.eye(6)[[0, 1, 2, 2]]
+    groups = {"a": "clean", "b": "clean", "c": "noise1", "d": "noise1"}
+    out = conditions.per_condition(names, probs, [0, 1, 2, 3], [0.0, 0.0, 1.0, -10], [0.0, 1.0, 1.0, -10],
+                                   groups, mer_results)
+    assert list(out) == ["all", "clean", "noise1"]
+    assert out["clean"]["f1"] == 1.0 and out["clean"]["n"] == 2 and out["clean"]["val_mse"] == 0.5
+    assert out["noise1"]["f1"] == pytest.approx(1 / 3) and out["noise1"]["val_mse"] == 0.0
+    assert conditions.pattern_names(np.array([[1, 1, 1], [0, 1, 1], [0, 0, 1], [0, 0, 0]])) == \
+        ["A+T+V", "T+V", "V", "none"]
