@@ -14,6 +14,7 @@ COMMANDS = {
     "install": ("merbench_plugins.installer.cli", "main", "register the models in a MERBench checkout"),
     "ravdess-prep": ("merbench_plugins.data.ravdess", "prep_main", "RAVDESS clips -> cached frames + log-mel NPZ"),
     "ravdess-train": ("merbench_plugins.train.ravdess_runner", "main", "train/evaluate ravdess_av over actor folds"),
+    "bench-robust": ("merbench_plugins.train.bench_robust", "main", "corruption benchmark: seeds x models x settings"),
     "search": ("merbench_plugins.train.search", "main", "hyperparameter search (Optuna): grid -> best setting over seeds"),
 }
 
