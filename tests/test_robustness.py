@@ -124,3 +124,15 @@ def test_per_condition_scores_on_a_tiny_set():
     assert out["noise1"]["f1"] == pytest.approx(1 / 3) and out["noise1"]["val_mse"] == 0.0
     assert conditions.pattern_names(np.array([[1, 1, 1], [0, 1, 1], [0, 0, 1], [0, 0, 0]])) == \
         ["A+T+V", "T+V", "V", "none"]
+
+
+def test_bench_robust_writes_mean_std_tables_into_the_readme(tmp_path):
+    from merbench_plugins.train import bench_robust
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{bench_robust.MARKERS[0]}\nold\n{bench_robust.MARKERS[1]}\nrest\n")
+    assert bench_robust.main(["--out", str(tmp_path / "b"), "--seeds", "0,1", "--settings", "mild", "--train", "60",
+                              "--epochs", "1", "--jobs", "2", "--only", "V2", "--readme", str(readme),
+                              "--hidden_dim", "16", "--folds", "2"]) == 0
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro") and text.endswith("rest\n")
+    assert "| V2 " in text and "±" in text and "noise_all" in text and "test2 F1 vs attention" in text

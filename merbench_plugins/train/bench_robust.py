@@ -106,6 +106,9 @@ def main(argv=None):
     p.add_argument("--settings", default="mild,strong", help="corruption strengths (robust-<setting> presets)")
     p.add_argument("--variants", default="main", choices=["main", "ablation"], help="main: the 4 models; ablation: "
                    "plus each lever off")
+    p.add_argument("--extra", action="append", default=[], metavar="NAME=MODEL:FLAGS",
+                   help="another variant, e.g. 'V2 md0.3=attention_robust_v2:--modality_dropout 0.3' (repeatable)")
+    p.add_argument("--only", help="comma-separated variant names to run (default: all)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--train", type=int, default=800, help="training samples of the generated sets")
     p.add_argument("--jobs", type=int, default=2, help="parallel runs (one CPU thread each)")
@@ -115,7 +118,13 @@ def main(argv=None):
     a, extra = p.parse_known_args(argv)
     seeds = [int(s) for s in a.seeds.split(",")]
     settings = a.settings.split(",")
-    variants = MAIN if a.variants == "main" else ABLATION
+    variants = list(MAIN if a.variants == "main" else ABLATION)
+    for spec in a.extra:
+        name, _, rest = spec.partition("=")
+        model, _, flags = rest.partition(":")
+        variants.append((name, model, tuple(flags.split())))
+    if a.only:
+        variants = [v for v in variants if v[0] in a.only.split(",") or v[0] == "attention"]
     jobs = []
     for setting in settings:
         data = os.path.join(a.out, "data", setting)
