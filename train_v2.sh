@@ -5,4 +5,5 @@ MP_NAME=train_v2
 MP_MODEL=attention_robust_v2
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/common.sh"
+# shellcheck source=scripts/train_one_model.sh
 source "$MP_REPO/scripts/train_one_model.sh"

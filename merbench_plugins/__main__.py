@@ -15,6 +15,8 @@ COMMANDS = {
     "ravdess-prep": ("merbench_plugins.data.ravdess", "prep_main", "RAVDESS clips -> cached frames + log-mel NPZ"),
     "ravdess-train": ("merbench_plugins.train.ravdess_runner", "main", "train/evaluate ravdess_av over actor folds"),
     "bench-robust": ("merbench_plugins.train.bench_robust", "main", "corruption benchmark: seeds x models x settings"),
+    "seeds": ("merbench_plugins.launch.experiments", "seeds_main", "one model x seeds (train_v2.sh, train_v4.sh): local queue or SLURM"),
+    "ablate": ("merbench_plugins.launch.experiments", "ablate_main", "the ablation grid x seeds (run_ablation.sh): local queue or SLURM"),
     "search": ("merbench_plugins.train.search", "main", "hyperparameter search (Optuna): grid -> best setting over seeds"),
 }
 

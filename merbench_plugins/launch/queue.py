@@ -1,0 +1,224 @@
+"""Jobs and the local queue: one job per GPU at a time (or JOBS on CPU), resume, logs, JSON metadata.
+
+A job is one command run in its own folder: ``run_dir/run.log`` holds its output and ``run_dir/<meta>``
+(JSON) says what it was. A job is finished when ``finished(run_dir)`` holds (by default: a run
+summary JSON is there); a finished job is skipped, a crashed one is run again and its old log kept as
+``run.log.1``, ``run.log.2``, ...
+"""
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, TextIO
+
+from ..fileio import atomic_write_text
+
+CPU = "cpu"
+
+
+class LaunchError(Exception):
+    """Bad settings; the message says what and how to fix it. The CLIs print it and exit 2."""
+
+
+@dataclass
+class Job:
+    """One command in one folder; ``device`` is a slot ("cpu" or a GPU id), set by :func:`deal`."""
+    name: str
+    command: List[str]
+    run_dir: str
+    device: str = CPU
+    workdir: str = "."
+    label: str = ""                                     # shown after the name, e.g. "seed=3"
+    meta: Dict[str, object] = field(default_factory=dict)   # written as JSON before the run
+    meta_name: str = "job.json"
+    env: Dict[str, str] = field(default_factory=dict)   # on top of os.environ
+    slot: int = 0                                       # which queue runs it
+
+    @property
+    def log(self) -> str:
+        return os.path.join(self.run_dir, "run.log")
+
+    def shell_line(self) -> str:
+        """``cd WORKDIR && COMMAND``, shell-quoted: what the listing shows and command.txt holds."""
+        return f"cd {shlex.quote(self.workdir)} && {quote_env(self.env)}{shlex.join(self.command)}"
+
+
+def quote_env(env: Dict[str, str]) -> str:
+    """``env K=V ... `` (shell-quoted) to put before a command; "" for no variables."""
+    return "env " + " ".join(shlex.quote(f"{k}={v}") for k, v in env.items()) + " " if env else ""
+
+
+def device_label(device: str) -> str:
+    return CPU if device == CPU else f"gpu:{device}"
+
+
+def parse_slots(gpus: Optional[str], jobs: str = "1") -> List[str]:
+    """GPUS ("0,1"; empty or "cpu": CPU) and JOBS -> the slots, one job at a time on each."""
+    if gpus is not None and gpus.replace(" ", "") not in ("", CPU):
+        slots = gpus.replace(" ", "").split(",")
+        if not all(s.isdigit() for s in slots):
+            raise LaunchError(f"GPUS must be comma-separated GPU ids (or empty/cpu for CPU), got '{gpus}'")
+        return slots
+    if not (jobs.isdigit() and int(jobs) > 0):
+        raise LaunchError(f"JOBS must be a positive integer, got '{jobs}'")
+    return [CPU] * int(jobs)
+
+
+def has_summary(run_dir: str) -> bool:
+    """A run summary JSON is in ``run_dir`` (standalone: summary_*.json; MERBench: */summary/*.json)."""
+    for root, dirs, files in os.walk(run_dir):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        inside_summary = os.path.basename(root) == "summary"
+        if any(f.endswith(".json") and not f.startswith(".") and (f.startswith("summary_") or inside_summary)
+               for f in files):
+            return True
+    return False
+
+
+def write_json(path: str, obj) -> str:
+    """``obj`` as JSON, atomically (any string survives: quotes, tabs, newlines)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def rotate_log(path: str) -> Optional[str]:
+    """Keep an earlier attempt's log as path.1, path.2, ...; returns where it went."""
+    if not os.path.exists(path):
+        return None
+    k = 1
+    while os.path.exists(f"{path}.{k}"):
+        k += 1
+    os.replace(path, f"{path}.{k}")
+    return f"{path}.{k}"
+
+
+def deal(jobs: List[Job], slots: Sequence[str]) -> List[Job]:
+    """Round-robin: the k-th job goes to slot k % len(slots) (its device is fixed from here on)."""
+    for k, job in enumerate(jobs):
+        job.slot, job.device = k % len(slots), slots[k % len(slots)]
+    return jobs
+
+
+def write_meta(job: Job):
+    """The job's folder with its JSON metadata and command.txt (a shell line to rerun it by hand)."""
+    os.makedirs(job.run_dir, exist_ok=True)
+    write_json(os.path.join(job.run_dir, job.meta_name), dict(job.meta, device=job.device, workdir=job.workdir,
+                                                               command=list(job.command), env=dict(job.env)))
+    atomic_write_text(os.path.join(job.run_dir, "command.txt"), job.shell_line() + "\n")
+
+
+def tail(path: str, lines: int = 5) -> List[str]:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read().splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+class Queue:
+    """Runs jobs, one queue per slot, the slots in parallel; ``run()`` returns the failed (job, exit code)."""
+
+    def __init__(self, jobs: List[Job], finished: Callable[[str], bool] = has_summary, threads: str = "",
+                 out: TextIO = None):
+        self.jobs, self.finished, self.threads = jobs, finished, threads
+        self.out = out or sys.stdout
+        self.failed, self.procs, self.lock = [], {}, threading.Lock()
+        self.stopping = False
+
+    def say(self, *lines: str):
+        with self.lock:
+            self.out.write("".join(line + "\n" for line in lines))
+            self.out.flush()
+
+    def env(self, job: Job) -> dict:
+        env = dict(os.environ, **job.env)
+        if job.device == CPU and self.threads:
+            env.update(OMP_NUM_THREADS=self.threads, MKL_NUM_THREADS=self.threads)
+        return env
+
+    def run_one(self, job: Job) -> Optional[int]:
+        """Exit code of the job (None: skipped, finished meanwhile by someone else)."""
+        if self.finished(job.run_dir):
+            return None
+        write_meta(job)
+        rotate_log(job.log)
+        self.say(f"start {job.name:<28} {job.label:<9} {device_label(job.device):<6} log: {job.log}")
+        start = time.time()
+        with open(job.log, "w") as log:
+            proc = subprocess.Popen(job.command, cwd=job.workdir, env=self.env(job), stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            with self.lock:
+                self.procs[job.slot] = proc
+            rc = proc.wait()
+            with self.lock:
+                self.procs.pop(job.slot, None)
+        if rc == 0 and not self.finished(job.run_dir):
+            rc = 1
+            with open(job.log, "a") as log:
+                log.write(f"the run exited 0 but left no result in {job.run_dir}\n")
+        secs = int(time.time() - start)
+        if rc == 0:
+            self.say(f"done  {job.name:<28} {job.label:<9} in {secs}s")
+        else:
+            self.say(f"FAIL  {job.name:<28} {job.label:<9} exit {rc} after {secs}s; last lines of {job.log}:",
+                     *("      " + line for line in tail(job.log)))
+        return rc
+
+    def run_slot(self, jobs: List[Job]):
+        for job in jobs:
+            if self.stopping:
+                return
+            try:
+                rc = self.run_one(job)
+            except OSError as exc:   # e.g. the command does not exist
+                self.say(f"FAIL  {job.name:<28} {job.label:<9} could not start: {exc}")
+                rc = 127
+            if rc:
+                with self.lock:
+                    self.failed.append((job, rc))
+
+    def stop(self):
+        """Terminate the running jobs (Ctrl-C / SIGTERM): rerunning the same command resumes."""
+        self.stopping = True
+        with self.lock:
+            procs = list(self.procs.values())
+        for proc in procs:
+            proc.terminate()
+
+    def run(self) -> List[tuple]:
+        slots: Dict[int, List[Job]] = {}
+        for job in self.jobs:
+            slots.setdefault(job.slot, []).append(job)
+        workers = [threading.Thread(target=self.run_slot, args=(js,), daemon=True) for js in slots.values()]
+        main = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGTERM, _raise_interrupt) if main else None   # SIGTERM: stop the jobs too
+        try:
+            for w in workers:
+                w.start()
+            while any(w.is_alive() for w in workers):
+                for w in workers:
+                    w.join(0.2)
+        except KeyboardInterrupt:
+            self.stop()
+            for w in workers:
+                w.join()
+            raise
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGTERM, old)
+        order = {id(j): k for k, j in enumerate(self.jobs)}
+        return sorted(self.failed, key=lambda f: order[id(f[0])])
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_local(jobs: List[Job], **kwargs) -> List[tuple]:
+    """Run ``jobs`` (already dealt to slots) on this machine; the failed (job, exit code)."""
+    return Queue(jobs, **kwargs).run()

@@ -1,0 +1,277 @@
+"""The launcher (merbench_plugins/launch/): the local queue (GPU round-robin, CPU slots, resume, retry of a
+crashed run), the SLURM array script, and JSON metadata that survives awkward strings.
+
+Jobs are tiny Python one-liners that log start/end times, so the queue tests take a second or two.
+"""
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from merbench_plugins.launch import experiments, queue, slurm
+from merbench_plugins.launch.queue import CPU, Job, LaunchError
+
+AWKWARD = ['say "hi"', "it's", "tab\there", "new\nline", "back\\slash", "$HOME `x`", "ünï", "", "--flag=a b"]
+
+# a job: append "start/end <device> <t>" to the log, sleep, then exit CODE (0: write a run summary)
+JOB = """
+import json, os, sys, time
+log, device, code, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+with open(log, "a") as f: f.write(f"start {device} {time.time()}\\n")
+print("working on", device); time.sleep(pause)
+with open(log, "a") as f: f.write(f"end {device} {time.time()}\\n")
+if code: print(f"boom {code}", file=sys.stderr); sys.exit(code)
+json.dump({"argv": sys.argv[5:]}, open(os.path.join(os.getcwd(), "summary_x.json"), "w"))
+"""
+
+
+def make_job(tmp_path, k, code=0, pause=0.3, extra=()):
+    run_dir = tmp_path / "runs" / f"job{k}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-c", JOB, str(tmp_path / "times.log"), f"job{k}", str(code), str(pause), *extra]
+    return Job(name=f"job{k}", command=cmd, run_dir=str(run_dir), workdir=str(run_dir), label=f"k={k}",
+               meta={"k": k})
+
+
+def spans(log: Path):
+    """job -> (start, end)"""
+    out = {}
+    for line in log.read_text().splitlines():
+        kind, job, t = line.split()
+        out.setdefault(job, [None, None])[kind == "end"] = float(t)
+    return out
+
+
+def overlaps(a, b):
+    return a[0] < b[1] and b[0] < a[1]
+
+
+# ---------------------------------------------------------------------------------------------------
+# slots and the queue
+
+def test_parse_slots():
+    assert queue.parse_slots("0,1, 3") == ["0", "1", "3"]
+    assert queue.parse_slots("", "3") == queue.parse_slots("cpu", "3") == [CPU] * 3
+    assert queue.parse_slots(None) == [CPU]
+    for gpus, jobs, message in [("0,a", "1", "GPUS must be"), ("cpu", "0", "JOBS must be"), ("", "x", "JOBS must")]:
+        with pytest.raises(LaunchError, match=message):
+            queue.parse_slots(gpus, jobs)
+
+
+def test_gpu_round_robin_one_job_per_gpu_at_a_time(tmp_path, capsys):
+    jobs = queue.deal([make_job(tmp_path, k) for k in range(5)], ["0", "1"])
+    assert [(j.slot, j.device) for j in jobs] == [(0, "0"), (1, "1"), (0, "0"), (1, "1"), (0, "0")]
+    assert queue.run_local(jobs) == []
+    s = spans(tmp_path / "times.log")
+    for a in jobs:
+        for b in jobs:
+            if a is not b and a.device == b.device:
+                assert not overlaps(s[a.name], s[b.name]), (a.name, b.name)      # one at a time per GPU
+    assert s["job0"][1] <= s["job2"][0] <= s["job2"][1] <= s["job4"][0]         # in the dealt order
+    assert any(overlaps(s[f"job{a}"], s[f"job{b}"]) for a in (0, 2, 4) for b in (1, 3))   # the GPUs in parallel
+    printed = capsys.readouterr().out
+    assert printed.count("start ") == 5 and printed.count("done  ") == 5 and "gpu:1" in printed
+
+
+def test_cpu_slots_run_jobs_at_a_time(tmp_path):
+    jobs = queue.deal([make_job(tmp_path, k, pause=0.8) for k in range(3)], queue.parse_slots("cpu", "3"))
+    assert {j.slot for j in jobs} == {0, 1, 2} and {j.device for j in jobs} == {CPU}
+    queue.run_local(jobs, threads="2", out=open(os.devnull, "w"))
+    s = spans(tmp_path / "times.log")
+    assert max(a for a, _ in s.values()) < min(b for _, b in s.values())       # all three ran at once
+
+
+def test_cpu_jobs_get_the_thread_count(tmp_path):
+    job = make_job(tmp_path, 0)
+    job.command = [sys.executable, "-c", "import os, json; json.dump(os.environ['OMP_NUM_THREADS'], "
+                                         "open('summary_t.json', 'w'))"]
+    assert queue.run_local(queue.deal([job], [CPU]), threads="3", out=open(os.devnull, "w")) == []
+    assert json.load(open(Path(job.run_dir) / "summary_t.json")) == "3"
+
+
+def test_finished_run_is_skipped_crashed_one_retried_with_its_old_log_kept(tmp_path):
+    done, crash = make_job(tmp_path, 0), make_job(tmp_path, 1, code=3)
+    Path(done.run_dir, "summary_old.json").write_text("{}")
+    failed = queue.run_local(queue.deal([done, crash], ["0"]), out=open(os.devnull, "w"))
+    assert [(j.name, rc) for j, rc in failed] == [("job1", 3)]
+    assert not Path(done.log).exists() and list(spans(tmp_path / "times.log")) == ["job1"]   # never started
+    assert "boom 3" in Path(crash.log).read_text()
+
+    retry = make_job(tmp_path, 1)                                   # the same run, fixed
+    assert queue.run_local(queue.deal([done, retry], ["0"]), out=open(os.devnull, "w")) == []
+    assert "boom 3" in Path(crash.log + ".1").read_text()          # the crash's log, kept
+    assert "boom" not in Path(retry.log).read_text() and queue.has_summary(retry.run_dir)
+    assert not Path(retry.log + ".2").exists()
+
+
+def test_exit_0_without_a_result_is_a_failure(tmp_path):
+    job = make_job(tmp_path, 0)
+    job.command = [sys.executable, "-c", "print('nothing written')"]
+    (failed_job, rc), = queue.run_local([job], out=open(os.devnull, "w"))
+    assert rc == 1 and "left no result" in Path(job.log).read_text()
+
+
+def test_a_missing_command_fails_that_job_only(tmp_path):
+    bad, good = make_job(tmp_path, 0), make_job(tmp_path, 1)
+    bad.command = [str(tmp_path / "no-such-program")]
+    failed = queue.run_local(queue.deal([bad, good], ["0"]), out=open(os.devnull, "w"))
+    assert [(j.name, rc) for j, rc in failed] == [("job0", 127)] and queue.has_summary(good.run_dir)
+
+
+def test_has_summary_layouts(tmp_path):
+    assert not queue.has_summary(str(tmp_path / "missing"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / ".summary_tmp.json").write_text("{}")          # a half-written temp file
+    (tmp_path / "a" / "variant.json").write_text("{}")
+    assert not queue.has_summary(str(tmp_path / "a"))
+    (tmp_path / "a" / "saved" / "summary").mkdir(parents=True)      # MERBench: saved*/summary/*.json
+    (tmp_path / "a" / "saved" / "summary" / "features:x_1.json").write_text("{}")
+    assert queue.has_summary(str(tmp_path / "a"))
+
+
+def test_rotate_log(tmp_path):
+    log = tmp_path / "run.log"
+    assert queue.rotate_log(str(log)) is None
+    for k in (1, 2):
+        log.write_text(f"try {k}")
+        assert queue.rotate_log(str(log)) == f"{log}.{k}"
+    assert (tmp_path / "run.log.1").read_text() == "try 1" and not log.exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# JSON metadata and command lines with awkward strings
+
+def test_metadata_and_command_survive_awkward_strings(tmp_path):
+    job = make_job(tmp_path, 0, extra=AWKWARD)
+    job.meta = {"variant": 'v"1\t\n', "flags": AWKWARD}
+    job.env = {"NOTE": "a 'b' \"c\"\n"}
+    queue.write_meta(job)
+    meta = json.loads(Path(job.run_dir, "job.json").read_text())
+    assert meta["variant"] == 'v"1\t\n' and meta["flags"] == AWKWARD and meta["command"] == job.command
+    assert meta["env"] == job.env and meta["device"] == CPU
+    line = Path(job.run_dir, "command.txt").read_text()
+    words = shlex.split(line)
+    assert words[:3] == ["cd", job.workdir, "&&"] and words[3:] == ["env", "NOTE=a 'b' \"c\"\n", *job.command]
+    # the command line, run by bash, hands the job exactly these arguments
+    proc = subprocess.run(["bash", "-c", line], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.load(open(Path(job.run_dir, "summary_x.json")))["argv"] == AWKWARD
+
+
+def test_ablate_passes_awkward_flags_and_writes_json_metadata(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "label-6way.npz").write_bytes(b"")
+    fake = tmp_path / "fakepy"            # stands in for the runs' python: records its argv as a run summary
+    fake.write_text(f"#!{sys.executable}\nimport json, os, sys\nout = sys.argv[sys.argv.index('--out') + 1]\n"
+                    "os.makedirs(out, exist_ok=True)\n"
+                    "json.dump({'argv': sys.argv[1:]}, open(os.path.join(out, 'summary_fake.json'), 'w'))\n")
+    fake.chmod(0o755)
+    for k in ("GPUS", "SEEDS", "EXTRA", "THREADS", "ROBUST_EVAL", "OUT_DIR", "FOLDS", "EPOCHS"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("PYTHON", str(fake))
+    monkeypatch.setenv("GPUS", "cpu")
+    monkeypatch.setenv("SEEDS", "4")
+    monkeypatch.setenv("EXTRA", """--note 'a "quoted" word'""")
+    monkeypatch.setattr(experiments, "check_import", lambda python, workdir: None)
+    out = tmp_path / "abl"
+    rc = experiments.ablate_main(["--standalone", str(data), "--out", str(out), "--only", "v2_no_recon", "--",
+                                  *AWKWARD])
+    assert rc == 1      # the fake's summaries are not real run summaries: nothing to summarize
+    run = out / "v2_no_recon" / "seed4"
+    argv = json.load(open(run / "summary_fake.json"))["argv"]
+    k = argv.index("--note")
+    assert argv[k + 1] == 'a "quoted" word' and argv[k + 2:] == AWKWARD + ["--recon_weight", "0"]
+    meta = json.loads((run / "variant.json").read_text())
+    assert (meta["variant"], meta["model"], meta["seed"], meta["order"]) == ("v2_no_recon", "attention_robust_v2", 4, 3)
+    assert meta["flags"] == ["--recon_weight", "0"] and meta["command"][1:] == argv
+    capsys.readouterr()
+
+
+def test_seeds_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MERBENCH_ROOT", raising=False)
+    assert experiments.seeds_main(["attention_robust_v2", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith("error: MERBENCH_ROOT is not set")
+    assert experiments.seeds_main(["attention_robust_v2", "--only", "x"]) == 2      # no grid to filter
+    assert "unknown option --only" in capsys.readouterr().err
+    assert experiments.ablate_main(["--only", "v2_full,nope"]) == 2
+    assert "unknown variant 'nope'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------
+# SLURM
+
+def slurm_jobs(tmp_path, n=2):
+    jobs = [make_job(tmp_path, k, extra=AWKWARD) for k in range(n)]
+    for j in jobs:
+        j.device = "0"
+    return jobs
+
+
+def test_slurm_script_text(tmp_path):
+    opts = slurm.SlurmOptions(partition="gpuq", time="01:00:00", gpus=2, cpus=8, mem="32G", account="lab",
+                              max_parallel="3", extra=["--constraint=a100"])
+    text = slurm.array_script("exp", slurm_jobs(tmp_path, 3), str(tmp_path), opts)
+    lines = text.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    for expected in ("--job-name=mp-exp", "--array=0-2%3", "--time=01:00:00", "--cpus-per-task=8",
+                     f"--output={tmp_path}/slurm-logs/%A_%a.out", "--gres=gpu:2", "--partition=gpuq",
+                     "--account=lab", "--mem=32G", "--constraint=a100"):
+        assert f"#SBATCH {expected}" in lines
+    assert sum(line.startswith("#SBATCH") for line in lines) == 10
+    assert "set -euo pipefail" in lines and "finished already" in text
+    assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
+    cpu = slurm.array_script("exp", slurm_jobs(tmp_path, 1), str(tmp_path), slurm.SlurmOptions(gpus=0), finished=None)
+    assert "--gres" not in cpu and "#SBATCH --array=0-0" in cpu and "finished already" not in cpu
+
+
+def test_slurm_task_runs_its_job_once_and_keeps_the_old_log(tmp_path):
+    jobs = slurm_jobs(tmp_path, 2)
+    script = slurm.write_script(str(tmp_path / "a.sbatch"), slurm.array_script("exp", jobs, str(tmp_path),
+                                                                               slurm.SlurmOptions()))
+    Path(jobs[1].log).write_text("an earlier attempt")
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID="1")
+    for expected in ("", "finished already"):
+        proc = subprocess.run(["bash", script], env=env, capture_output=True, text=True)
+        assert proc.returncode == 0 and expected in proc.stdout, proc.stderr
+    assert json.load(open(Path(jobs[1].run_dir, "summary_x.json")))["argv"] == AWKWARD   # exact arguments
+    assert Path(jobs[1].log + ".1").read_text() == "an earlier attempt"
+    assert "working on" in Path(jobs[1].log).read_text()
+    assert not queue.has_summary(jobs[0].run_dir)                   # task 1 ran job 1 only
+    proc = subprocess.run(["bash", script], env=dict(env, SLURM_ARRAY_TASK_ID="7"), capture_output=True, text=True)
+    assert proc.returncode == 2 and "no job 7" in proc.stderr
+
+
+def test_slurm_options_from_env():
+    opts = slurm.SlurmOptions.from_env({"SLURM_GPUS": "0", "SLURM_CPUS": "16", "SLURM_PARTITION": "p"})
+    assert (opts.gpus, opts.cpus, opts.device, opts.time) == (0, 16, CPU, "04:00:00")
+    assert opts.submit_flags() == ["--partition", "p"] and slurm.SlurmOptions.from_env({}).device == "0"
+    with pytest.raises(LaunchError, match="SLURM_GPUS must be"):
+        slurm.SlurmOptions.from_env({"SLURM_GPUS": "two"})
+
+
+def test_submit_without_sbatch_prints_the_commands(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))      # no sbatch here
+    said = []
+    assert slurm.submit(str(tmp_path / "x.sbatch"), "exp", slurm.SlurmOptions(partition="p"),
+                        then=["python", "-m", "merbench_plugins", "summarize", "o"], say=said.append) == 0
+    text = "\n".join(said)
+    assert "sbatch not found" in text and "jid=$(sbatch --parsable" in text
+    assert "--dependency=afterany:$jid" in text and "--partition p" in text and "summarize o" in text
+
+
+def test_submit_with_sbatch(tmp_path, monkeypatch):
+    calls = tmp_path / "calls"
+    sbatch = tmp_path / "sbatch"
+    sbatch.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$*" >> {calls}\necho "77;cluster"\n')
+    sbatch.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    said = []
+    assert slurm.submit("/x/a.sbatch", "exp", slurm.SlurmOptions(), then=["echo", "a b"], say=said.append) == 0
+    first, second = calls.read_text().splitlines()
+    assert first == "--parsable /x/a.sbatch" and "--dependency=afterany:77 " in second
+    assert second.endswith("--wrap echo 'a b'") and "submitted array job 77" in said
