@@ -60,11 +60,16 @@ from .options import load_yaml
 INSTALL_HINT = "pip install 'merbench-plugins[search]'  (or: pip install 'optuna>=3.0')"
 METRICS = ("auto", "emoval", "f1", "acc", "val_mse")
 MAX_RETRIES = 2                      # a setting whose worker died is queued again at most this often
+ORPHAN_GRACE = 60                    # s before a RUNNING trial without owner or heartbeat is failed
+GAVE_UP = "gave_up "                 # study attribute prefix of a setting given up after MAX_RETRIES
 EXACT_GRID_LIMIT = 20000             # grids up to this size are enumerated exactly by the random sampler
 # flags the search sets itself on every runner command line
 RESERVED_FLAGS = ("--model", "--hyper_path", "--tune_yaml", "--out", "--save_root", "--seed")
 DIVERGED = re.compile(r"FloatingPointError|loss became (?:nan|-?inf)|no epoch produced a finite eval metric")
-FOLD_LINE = re.compile(r"fold (\d+)(?:/\d+)?: best epoch \d+, eval \w+ (-?(?:[0-9.]+(?:e-?\d+)?|nan|inf))")
+FOLD_LINE = re.compile(r"fold (\d+)(?:/\d+)?: best epoch \d+, eval (\w+) (-?(?:[0-9.]+(?:e-?\d+)?|nan|inf))")
+# the runners' per-fold selection metric -> the search metric it is (``val`` is -val_mse)
+FOLD_METRICS = {"emoval": "emoval", "emo": "f1", "val": "val_mse"}
+TWIN_POLL = 2.0                      # s between checks while an earlier trial trains the same setting
 
 
 class TrialFailed(Exception):
@@ -107,13 +112,34 @@ def open_storage(optuna, url: str, heartbeat: int):
     return optuna.storages.RDBStorage(url, **kwargs)
 
 
-def requeue(study, trial):
-    """Queue a dead worker's setting again (the FAIL stays in the history, marked by ``retry_of``)."""
-    retries = int(trial.user_attrs.get("retries", 0)) + 1
-    if retries > MAX_RETRIES:
+def is_lost(t) -> bool:
+    """A FAIL that says nothing about its setting: its worker died or was interrupted mid-trial."""
+    return t.state.name == "FAIL" and "outcome" not in t.user_attrs and not t.user_attrs.get("surplus")
+
+
+def trial_params(t) -> dict:
+    return t.params or t.system_attrs.get("fixed_params") or {}
+
+
+def gave_up_settings(study) -> Dict[str, str]:
+    """{setting as JSON: note} of the settings not queued again after MAX_RETRIES lost workers."""
+    return {k[len(GAVE_UP):]: v for k, v in study.user_attrs.items() if k.startswith(GAVE_UP)}
+
+
+def requeue(study, trial, interrupted: bool = False):
+    """Queue a dead worker's setting again (the FAIL stays in the history, marked by ``retry_of``).
+
+    A setting whose worker died more than ``MAX_RETRIES`` times (Ctrl-C/SIGTERM not counted) is
+    given up: not queued again, noted in the study, never sampled again, and it uses no budget."""
+    params = trial_params(trial)
+    same = json.dumps(params, sort_keys=True)
+    deaths = sum(1 for t in study.get_trials(deepcopy=False) if is_lost(t) and not t.user_attrs.get("interrupted")
+                 and json.dumps(trial_params(t), sort_keys=True) == same)
+    if deaths > MAX_RETRIES and not interrupted and params:
+        study.set_user_attr(GAVE_UP + same, f"gave up {short_params(params)}: its worker died {deaths} times "
+                                            f"(at most {MAX_RETRIES} re-queues); not trained, no budget used")
         return
-    params = dict(trial.params) or dict(trial.system_attrs.get("fixed_params", {}))
-    study.enqueue_trial(params, user_attrs={"retry_of": trial.number, "retries": retries})
+    study.enqueue_trial(params, user_attrs={"retry_of": trial.number, "retries": deaths})
 
 
 def pid_alive(pid: int) -> bool:
@@ -129,17 +155,28 @@ def pid_alive(pid: int) -> bool:
 def fail_stale_trials(optuna, study) -> List[int]:
     """Mark RUNNING trials of dead workers FAIL and queue their settings again; returns their numbers.
 
-    Same host: the worker's pid is checked (immediate). Other hosts: Optuna's heartbeat (after the
-    grace period). Only the process whose state change succeeds re-queues, so a setting is queued once.
+    Same host: the worker's pid is checked (immediate). A trial with no owner yet (its worker died
+    between creating it and stamping its pid, before any heartbeat) is failed once it is older than
+    the grace period (2 x --heartbeat, else ORPHAN_GRACE s). Other hosts: Optuna's heartbeat (after
+    the grace period). Only the process whose state change succeeds re-queues, so a setting is queued once.
     """
+    import datetime
     TrialState = optuna.trial.TrialState
     storage, host, failed = study._storage, socket.gethostname(), []
+    grace = getattr(storage, "grace_period", None) or ORPHAN_GRACE
+    now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get("worker_pid")
-        if t.user_attrs.get("worker_host") != host or pid is None or pid_alive(int(pid)):
+        if pid is None:
+            if t.datetime_start is None or (now - t.datetime_start).total_seconds() <= grace:
+                continue
+            why = f"no owner after {grace}s: its worker died before recording its pid or a heartbeat"
+        elif t.user_attrs.get("worker_host") != host or pid_alive(int(pid)):
             continue
+        else:
+            why = f"worker pid {pid} on {host} died mid-trial"
         try:
-            storage.set_trial_user_attr(t._trial_id, "error", f"worker pid {pid} on {host} died mid-trial")
+            storage.set_trial_user_attr(t._trial_id, "error", why)
             if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
                 failed.append(t.number)
                 requeue(study, storage.get_trial(t._trial_id))
@@ -186,13 +223,13 @@ def make_grid_sampler(optuna, space: Dict[str, list], seed: int):
                     if pick not in taken:
                         break
                 return dict(zip(keys, pick))
-            taken = set()
+            taken = {setting_key(json.loads(k), keys) for k in gave_up_settings(study)}
             for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
                 if t.number >= trial.number:
                     break
-                if t.state == TrialState.FAIL and "outcome" not in t.user_attrs:
+                if is_lost(t) or t.user_attrs.get("surplus"):
                     continue                        # a dead worker's trial: its retry holds the setting
-                p = t.params or t.system_attrs.get("fixed_params") or {}
+                p = trial_params(t)
                 if all(k in p for k in keys):
                     taken.add(setting_key(p, keys))
                 elif t.state in (TrialState.RUNNING, TrialState.WAITING):
@@ -281,25 +318,24 @@ def setting_key(params: dict, keys) -> tuple:
 
 
 def explored_settings(optuna, study, exclude: Optional[int] = None):
-    """Settings that need no new run: COMPLETE, PRUNED, failed by the runner, running or queued."""
+    """Settings that need no new run: COMPLETE, PRUNED, failed by the runner, running, queued or given up."""
     TrialState = optuna.trial.TrialState
-    out = []
+    out = [json.loads(k) for k in gave_up_settings(study)]
     for t in study.get_trials(deepcopy=False):
         if t.number == exclude:
             continue
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING) or \
                 (t.state == TrialState.FAIL and "outcome" in t.user_attrs):
-            out.append(t.params or t.system_attrs.get("fixed_params", {}))
+            out.append(trial_params(t))
     return out
 
 
 # ---------------------------------------------------------------- budget and progress
 
 def not_counted(optuna, trials):
-    """Numbers of FAIL trials outside the budget: re-queued after their worker died, or surplus."""
-    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    """Numbers of FAIL trials outside the budget: lost with their worker (:func:`is_lost`) or surplus."""
     return {t.number for t in trials if t.state == optuna.trial.TrialState.FAIL and
-            (t.number in retried or t.user_attrs.get("surplus"))}
+            (is_lost(t) or t.user_attrs.get("surplus"))}
 
 
 def budget(optuna, trials):
@@ -312,8 +348,8 @@ def budget(optuna, trials):
 
 def is_surplus(optuna, trial, total: int) -> bool:
     """Two workers that check the budget at the same instant may both start a trial. Trial numbers are
-    handed out atomically, so the one whose number is past --trials (not counting re-queued FAILs)
-    gives its trial back unrun. Re-queued settings always run: they replace a counted trial."""
+    handed out atomically, so the one whose number is past --trials (not counting lost FAILs)
+    gives its trial back unrun. Re-queued settings always run: they replace a lost trial."""
     if "retry_of" in trial.user_attrs:
         return False
     trials = trial.study.get_trials(deepcopy=False)
@@ -321,11 +357,13 @@ def is_surplus(optuna, trial, total: int) -> bool:
     return sum(1 for t in trials if t.number < trial.number and t.number not in skip) >= total
 
 
-def grid_exhausted(optuna, trials, space) -> bool:
-    S = optuna.trial.TrialState
+def grid_exhausted(optuna, study, space, with_running: bool = False) -> bool:
+    """Every setting finished (or given up); ``with_running``: or held by a running/queued trial."""
     keys = sorted(space)
-    done = {setting_key(t.params, keys) for t in trials
-            if t.state in (S.COMPLETE, S.PRUNED) or (t.state == S.FAIL and "outcome" in t.user_attrs)}
+    done = {setting_key(p, keys) for p in explored_settings(optuna, study)} if with_running else \
+        {setting_key(json.loads(k), keys) for k in gave_up_settings(study)} | \
+        {setting_key(t.params, keys) for t in study.get_trials(deepcopy=False)
+         if t.state.name in ("COMPLETE", "PRUNED") or (t.state.name == "FAIL" and "outcome" in t.user_attrs)}
     return len(done) >= grid_size(space)
 
 
@@ -341,8 +379,9 @@ def progress_line(optuna, study, total: int, metric_label: str) -> str:
     n = {s: sum(t.state == s and t.number not in skip for t in trials) for s in (S.COMPLETE, S.PRUNED, S.FAIL)}
     lost = sum(1 for t in trials if t.number in skip and not t.user_attrs.get("surplus"))
     line = (f"[search {study.study_name}] {counted}/{total} done: {n[S.COMPLETE]} complete, {n[S.PRUNED]} pruned, "
-            f"{n[S.FAIL]} failed" + (f" (+{lost} lost with their worker, re-queued)" if lost else "") +
-            f" | {running} running" + (f", {waiting} queued" if waiting else ""))
+            f"{n[S.FAIL]} failed" + (f" (+{lost} lost with their worker, not counted)" if lost else "") +
+            (f", {len(gave_up_settings(study))} setting(s) given up after {MAX_RETRIES} re-queues"
+             if gave_up_settings(study) else "") + f" | {running} running" + (f", {waiting} queued" if waiting else ""))
     best = best_trial(optuna, study)
     if best is not None:
         line += f" | best #{best.number} {metric_label} {best.value:.4f} ({short_params(best.params)})"
@@ -489,8 +528,8 @@ def write_hyper_yaml(path: str, model: str, settings: dict, comment: str = "") -
 # ---------------------------------------------------------------- the worker
 
 def make_objective(optuna, args, space, fixed, gpu, current):
-    S = optuna.trial.TrialState
     keys = sorted(space)
+    wanted = {"emoval", "f1"} if args.metric == "auto" else {args.metric}    # fold lines the pruner reads
 
     def objective(trial):
         current["number"] = trial.number
@@ -501,15 +540,9 @@ def make_objective(optuna, args, space, fixed, gpu, current):
             current["surplus"] = True
             raise TrialFailed("surplus: the study already holds --trials trials")
         params = {k: trial.suggest_categorical(k, space[k]) for k in keys}
-        # a setting that already COMPLETEd: copy its result instead of training it again
-        for t in trial.study.get_trials(deepcopy=False, states=(S.COMPLETE,)):
-            if t.number != trial.number and setting_key(t.params, keys) == setting_key(params, keys):
-                original = t.user_attrs.get("same_as", t.number)
-                trial.set_user_attr("same_as", original)
-                trial.set_user_attr("cv", t.user_attrs.get("cv", {}))
-                print(f"trial {trial.number}: same setting as #{original}, result reused ({short_params(params)})",
-                      flush=True)
-                return t.value
+        twin = finished_twin(optuna, trial, params, keys)     # trained (or training) already: reuse it
+        if twin is not None:
+            return reuse_twin(optuna, trial, twin, params)
         run_dir = report.unique_path(os.path.join(args.out, "trials", f"trial_{trial.number:04d}"))
         os.makedirs(run_dir)
         trial.set_user_attr("dir", run_dir)
@@ -521,9 +554,9 @@ def make_objective(optuna, args, space, fixed, gpu, current):
 
         def on_line(line):
             m = FOLD_LINE.search(line)
-            if m and m.group(2) not in ("nan", "inf"):
-                folds[int(m.group(1))] = float(m.group(2))
-                trial.report(folds[int(m.group(1))] * (-1 if args.metric == "val_mse" else 1), int(m.group(1)))
+            if m and FOLD_METRICS.get(m.group(2)) in wanted and m.group(3) not in ("nan", "inf"):
+                folds[int(m.group(1))] = float(m.group(3))
+                trial.report(folds[int(m.group(1))] * (-1 if m.group(2) == "val" else 1), int(m.group(1)))
                 return trial.should_prune()
             return False
 
@@ -533,6 +566,7 @@ def make_objective(optuna, args, space, fixed, gpu, current):
                                                 timeout=args.trial_timeout)
         except KeyboardInterrupt:
             trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM)")
+            trial.set_user_attr("interrupted", True)          # not a lost worker: no retry is used up
             raise
         seconds = time.time() - start
         trial.set_user_attr("seconds", round(seconds, 2))
@@ -568,6 +602,40 @@ def make_objective(optuna, args, space, fixed, gpu, current):
         return value
 
     return objective
+
+
+def finished_twin(optuna, trial, params, keys):
+    """An earlier trial of the same setting whose result this one reuses; None: train it here.
+
+    A setting running in an earlier trial counts as taken: wait for it (failing dead workers' trials
+    meanwhile, whose retry then falls to this trial). Later twins wait for this one, so none deadlock."""
+    S = optuna.trial.TrialState
+    mine = setting_key(params, keys)
+    while True:
+        twins = [t for t in trial.study.get_trials(deepcopy=False)
+                 if t.number != trial.number and setting_key(trial_params(t), keys) == mine]
+        done = [t for t in twins if t.state in (S.COMPLETE, S.PRUNED) or (t.state == S.FAIL and "outcome" in t.user_attrs)]
+        if done:
+            return min(done, key=lambda t: (t.state != S.COMPLETE, t.number))
+        if not any(t.state == S.RUNNING and t.number < trial.number for t in twins):
+            return None
+        time.sleep(TWIN_POLL)
+        fail_stale_trials(optuna, trial.study)
+
+
+def reuse_twin(optuna, trial, twin, params):
+    """This trial takes its twin's result (value, pruned or failed) without training."""
+    original = twin.user_attrs.get("same_as", twin.number)
+    trial.set_user_attr("same_as", original)
+    trial.set_user_attr("cv", twin.user_attrs.get("cv", {}))
+    print(f"trial {trial.number}: same setting as #{original}, result reused ({short_params(params)})", flush=True)
+    if twin.state == optuna.trial.TrialState.COMPLETE:
+        return twin.value
+    trial.set_user_attr("outcome", twin.user_attrs.get("outcome", "pruned"))
+    trial.set_user_attr("error", f"same as #{original}: " + (twin.user_attrs.get("error") or "").strip()[-200:])
+    if twin.state == optuna.trial.TrialState.PRUNED:
+        raise optuna.TrialPruned(f"same setting as #{original}, which was pruned")
+    raise TrialFailed(f"same setting as #{original}, which failed")
 
 
 def describe_finished(optuna, study, number: int, metric_label: str) -> str:
@@ -620,10 +688,15 @@ def _worker_loop(optuna, args, space, study, objective, current, worker_index, a
                 break             # the running trials are someone else's; without heartbeats we cannot tell if they live
             time.sleep(2)         # wait for the last trials: if their worker dies, their settings come back here
             continue
-        if not waiting and grid_exhausted(optuna, trials, space):
+        if not waiting and grid_exhausted(optuna, study, space):
             print(f"worker {worker_index}: every setting of the grid ({grid_size(space)}) has been tried; stopping",
                   flush=True)
             break
+        if not waiting and args.sampler == "random" and grid_exhausted(optuna, study, space, with_running=True):
+            if args.heartbeat <= 0:
+                break             # the rest is running elsewhere; a rerun takes it over if its worker died
+            time.sleep(2)         # the last settings are training: wait in case their worker dies
+            continue
         current.clear()
         try:
             study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
@@ -635,8 +708,8 @@ def _worker_loop(optuna, args, space, study, objective, current, worker_index, a
                     pass
             if "number" in current:
                 t = study.get_trials(deepcopy=False)[current["number"]]
-                if t.state == optuna.trial.TrialState.FAIL:
-                    requeue(study, t)
+                if is_lost(t) and trial_params(t):
+                    requeue(study, t, interrupted=True)
                 print(f"\ninterrupted: trial {current['number']} is queued again; rerun the same command to resume",
                       flush=True)
             return 130
@@ -674,7 +747,7 @@ def worker_argv(args, worker_index) -> List[str]:
     return argv
 
 
-def run_local_workers(optuna, args, study, metric_label, workers: int) -> int:
+def run_local_workers(optuna, args, study, space, metric_label, workers: int) -> int:
     """K worker processes sharing the study; this process prints progress until they all exit."""
     log_dir = os.path.join(args.out, "logs")
     os.makedirs(log_dir, exist_ok=True)
@@ -716,7 +789,14 @@ def run_local_workers(optuna, args, study, metric_label, workers: int) -> int:
             signal.signal(signal.SIGTERM, previous)
     bad = [(i, p.returncode) for i, (p, _) in enumerate(procs) if p.returncode != 0]
     for i, code in bad:
-        print(f"warning: worker {i} exited with {code}; see {log_dir}/worker_{i}.log", file=sys.stderr)
+        with open(os.path.join(log_dir, f"worker_{i}.log"), errors="replace") as f:
+            last = (error_tail(f.read(), lines=1) or "(empty log)").strip()
+        print(f"warning: worker {i} exited with {code}: {last} (see {log_dir}/worker_{i}.log)", file=sys.stderr)
+    counted = budget(optuna, study.get_trials(deepcopy=False))[0]
+    if bad and (len(bad) == len(procs) or (counted < args.trials and not grid_exhausted(optuna, study, space))):
+        print(f"error: {len(bad)} of {len(procs)} workers crashed and the study is not done ({counted}/{args.trials} "
+              "trials); fix the cause above and rerun the same command to resume", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -730,7 +810,7 @@ def submit_slurm(args) -> int:
     quote = lambda argv: " ".join(a if a == "$SLURM_ARRAY_TASK_ID" else shlex.quote(a) for a in argv)  # noqa: E731
     workers = head + [f"#SBATCH --array=0-{args.workers - 1}", f"#SBATCH --output={slurm_dir}/worker_%a.log",
                       f"cd {shlex.quote(os.getcwd())}", "exec " + quote(worker_argv(args, "$SLURM_ARRAY_TASK_ID"))]
-    final = worker_argv(args, 0)
+    final = worker_argv(args, "$SLURM_ARRAY_TASK_ID")     # no --gpus: the job sees its one GPU as device 0
     final = final[:final.index("--worker_index")] + ["--report_only", "--seeds", str(args.seeds)] + \
         final[final.index("--worker_index") + 2:]
     reporter = head + [f"#SBATCH --output={slurm_dir}/report.log", f"cd {shlex.quote(os.getcwd())}", "exec " + quote(final)]
@@ -841,19 +921,24 @@ def importance_plot(optuna, study, path: str) -> str:
     return f"importance plot: {path} (" + ", ".join(f"{k} {v:.3f}" for k, v in importances.items()) + ")"
 
 
-def rerun_seeds(args, best_yaml_text: str, seeds: List[int]):
-    """The best setting over fresh seeds (in parallel over --workers / --gpus); reuses finished runs."""
+def rerun_seeds(args, best_yaml_text: str, seeds: List[int], config: Dict[str, str]):
+    """The best setting over fresh seeds (in parallel over --workers / --gpus); reuses a finished run
+    only when its settings and its whole configuration (:func:`run_config`, runner flags included) match."""
+    key = json.dumps(config, sort_keys=True)
+
     def one(i_seed):
         i, seed = i_seed
         run_dir = os.path.join(args.out, "best", f"seed_{seed}")
-        hyper = os.path.join(run_dir, "hyper.yaml")
+        hyper, made_by = os.path.join(run_dir, "hyper.yaml"), os.path.join(run_dir, "config.json")
         summary = find_summary(run_dir, args) if os.path.isdir(run_dir) else None
-        if summary and os.path.isfile(hyper) and open(hyper).read() == best_yaml_text:
+        if summary and os.path.isfile(hyper) and open(hyper).read() == best_yaml_text and \
+                os.path.isfile(made_by) and open(made_by).read() == key:
             return seed, read_cv(summary), None
         if os.path.isdir(run_dir):
             shutil.rmtree(run_dir)
         os.makedirs(run_dir)
         report.atomic_write_text(hyper, best_yaml_text)
+        report.atomic_write_text(made_by, key)
         gpu = args.gpu_list[i % len(args.gpu_list)] if args.gpu_list else None
         code, log, _ = run_training(args, hyper, run_dir, seed, gpu, timeout=args.trial_timeout)
         summary = find_summary(run_dir, args)
@@ -897,6 +982,9 @@ def finalize(optuna, args, study, space, fixed, grid_source) -> int:
     print(report.markdown_table(headers, shown))
     if fixed:
         print("fixed: " + short_params(fixed))
+    given_up = list(gave_up_settings(study).values())
+    for note in given_up:
+        print(f"warning: {note}", file=sys.stderr)
     best = best_trial(optuna, study)
     if best is None:
         print(f"error: no trial completed; the errors are in {os.path.join(args.out, 'trials.md')} "
@@ -909,12 +997,12 @@ def finalize(optuna, args, study, space, fixed, grid_source) -> int:
     print(f"\nbest: trial {best.number}, cv {metric_name} {best.value:.4f} ({short_params(best.params)}) -> {best_path}")
     summary = {"study": study.study_name, "model": args.model, "storage": args.storage, "metric": metric_name,
                "best_trial": best.number, "best_value": best.value, "best_settings": settings,
-               "trials": len(rows), "grid_source": grid_source}
+               "trials": len(rows), "grid_source": grid_source, "given_up": given_up}
     if args.seeds > 0:
         seeds = [args.seed + 1 + k for k in range(args.seeds)]      # fresh seeds: the search ran at --seed
         print(f"re-running the best setting over seeds {seeds} ...", flush=True)
         with open(best_path) as f:
-            results = rerun_seeds(args, f.read(), seeds)
+            results = rerun_seeds(args, f.read(), seeds, run_config(args, space, fixed))
         for seed, s, err in results:
             if s is None:
                 print(f"warning: seed {seed} failed: {err[0] if err else ''}", file=sys.stderr)
@@ -982,6 +1070,8 @@ def build_parser():
                                                         "plus a dependent report job")
     p.add_argument("--sbatch_args", help="extra #SBATCH options, e.g. \"--partition=gpu --time=24:00:00\"")
     p.add_argument("--no_gres", action="store_true", help="SLURM: do not request --gres=gpu:1 per task")
+    p.add_argument("--new", action="store_true", help="delete the study of this name (its trials) and start over, "
+                                                      "e.g. after changing runner flags")
     p.add_argument("--status", action="store_true", help="print progress and the trial table of the study; run nothing")
     p.add_argument("--report_only", action="store_true", help="no new trials: table, seeds re-run, best.yaml, plot")
     p.add_argument("--worker_index", type=int, help=argparse.SUPPRESS)
@@ -996,8 +1086,9 @@ def split_argv(argv):
     return argv, []
 
 
-def check_runner_args(args) -> Optional[str]:
-    """Validate the flags after `--` with the runner's own parser before any trial starts."""
+def check_runner_args(args, space, fixed) -> Optional[str]:
+    """Validate the flags after `--` with the runner's own parser before any trial starts; a grid
+    setting given there would override every trial's value (command line > --hyper_path)."""
     flags = {a.split("=")[0] for a in args.runner_args if a.startswith("--")}
     clash = sorted(flags & set(RESERVED_FLAGS))
     if clash:
@@ -1016,9 +1107,14 @@ def check_runner_args(args) -> Optional[str]:
                     return "main-robust.py needs --dataset: pass MERBench's flags after `--` (e.g. -- --dataset MER2023 ...)"
             else:
                 from .runner import build_parser as runner_parser
-                runner_parser().parse_args([args.data, "--model", args.model] + list(args.runner_args))
+                parsed = runner_parser().parse_args([args.data, "--model", args.model] + list(args.runner_args))
     except SystemExit:
         return "invalid runner flags after `--`: " + err.getvalue().strip().splitlines()[-1]
+    given = [k for k in sorted({**space, **fixed}) if getattr(parsed, k, None) is not None]   # model flags default None
+    if given:
+        where = ", ".join(f"--{k} ({'searched' if k in space else 'fixed'} by the grid)" for k in given)
+        return (f"{where} after `--` would override the grid's value in every trial, so trials and best.yaml "
+                "would record settings that were not trained; drop it after `--`, or change the grid (--grid FILE)")
     return None
 
 
@@ -1049,24 +1145,37 @@ def prepare(args) -> Optional[str]:
         args.trials = 0
     if args.workers < 1:
         return "--workers must be at least 1"
-    if args.worker_index is None and not args.report_only:
-        return check_runner_args(args)
+    if args.pruner == "median" and args.metric == "acc":
+        return ("--pruner median reads the runners' per-fold eval lines, which carry emoval, f1 (emo) or val_mse "
+                "only: use --metric auto/emoval/f1/val_mse with it, or --pruner none")
     return None
 
 
+def run_config(args, space, fixed) -> Dict[str, str]:
+    """Everything that decides what a trial trains: a resumed study must match it exactly."""
+    return {"model": args.model, "metric": args.metric, "space": json.dumps(space, sort_keys=True),
+            "fixed": json.dumps(fixed, sort_keys=True), "data": args.data or "", "merbench": args.merbench or "",
+            "seed": str(args.seed), "runner_args": json.dumps(list(args.runner_args))}
+
+
 def open_study(optuna, args, space, fixed, grid_source, create: bool):
-    """Create or load the study; refuse to resume one made for another model, grid or metric."""
+    """Create or load the study; refuse to resume one made with another configuration (:func:`run_config`)."""
     os.makedirs(args.out, exist_ok=True)
     storage = open_storage(optuna, args.storage, args.heartbeat)
-    identity = {"model": args.model, "metric": args.metric,
-                "space": json.dumps(space, sort_keys=True), "fixed": json.dumps(fixed, sort_keys=True)}
+    identity = run_config(args, space, fixed)
+    if getattr(args, "new", False) and args.worker_index is None:
+        try:
+            optuna.delete_study(study_name=args.study, storage=storage)
+            print(f"--new: deleted the old study {args.study!r} from {args.storage}", flush=True)
+        except KeyError:
+            pass
     if create:
         study = optuna.create_study(study_name=args.study, storage=storage, load_if_exists=True,
                                     direction="minimize" if args.metric == "val_mse" else "maximize")
     else:
         study = optuna.load_study(study_name=args.study, storage=storage)
     have = study.user_attrs
-    if not have:
+    if "model" not in have:
         for k, v in identity.items():
             study.set_user_attr(k, v)
         study.set_user_attr("grid_source", grid_source)
@@ -1074,11 +1183,12 @@ def open_study(optuna, args, space, fixed, grid_source, create: bool):
         seed = args.sampler_seed if args.sampler_seed is not None else random.SystemRandom().randrange(2 ** 31)
         study.set_user_attr("sampler_seed", seed)
         return study
-    diff = [k for k in identity if k in have and have[k] != identity[k]]
+    diff = [k for k in identity if have.get(k) != identity[k]]
     if diff:
-        raise SystemExit(f"error: study {args.study!r} in {args.storage} was made with another "
-                         f"{'/'.join(diff)} (it has model {have.get('model')!r}, metric {have.get('metric')!r}); "
-                         "resume it with the same --model/--grid/--metric, or start a new one with --study NAME or --out DIR")
+        shown = "; ".join(f"{k}: study has {have.get(k)!r}, this command {identity[k]!r}" for k in diff)
+        raise SystemExit(f"error: study {args.study!r} in {args.storage} was made with another configuration "
+                         f"({shown}). Rerun with the same flags (runner flags after `--` included) to resume, "
+                         "or pass --new to delete it and start over (or --study NAME / --out DIR for a separate one)")
     return study
 
 
@@ -1116,6 +1226,11 @@ def main(argv=None):
     if args.status:
         return status(optuna, args)
     space, fixed, grid_source = load_grid(args)
+    if args.worker_index is None and not args.report_only:
+        error = check_runner_args(args, space, fixed)
+        if error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     metric_label = "cv " + (args.metric if args.metric != "auto" else "emoval")
     if args.worker_index is not None:          # one worker of a local pool or of a SLURM array
         study = open_study(optuna, args, space, fixed, grid_source, create=True)
@@ -1139,7 +1254,7 @@ def main(argv=None):
         if workers == 1:
             code = run_worker(optuna, args, space, fixed, study.user_attrs.get("sampler_seed", 0), 0, announce=True)
         else:
-            code = run_local_workers(optuna, args, study, metric_label, workers)
+            code = run_local_workers(optuna, args, study, space, metric_label, workers)
         if code:
             return code
     return finalize(optuna, args, study, space, fixed, grid_source)
