@@ -8,6 +8,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -144,7 +145,7 @@ FAKE_RUNNER = r"""
 import json, os, sys, time, yaml
 hyper, run_dir, model = sys.argv[1:4]
 mode = yaml.safe_load(open(hyper))[model]["mode"]
-print("  m fold 1/2: best epoch 1, eval emoval 0.5000 (0.1s)", flush=True)
+print("  m fold 1/2: best epoch 1, eval %s (0.1s)" % ("emo 0.7000" if mode == "emo" else "emoval 0.5000"), flush=True)
 if mode == "diverge":
     sys.exit("FloatingPointError: loss became nan (batch of 'x'...); lower --lr or raise --grad_clip")
 if mode == "crash":
@@ -287,3 +288,155 @@ def test_surplus_trial_is_given_back_but_retries_always_run():
     study.enqueue_trial({}, user_attrs={"retry_of": 0})
     retry = study.ask()
     assert not search.is_surplus(optuna, retry, total=2)
+
+
+# ---------------------------------------------------------------- issue 16: results you can trust
+
+def fake_base(fake_runner, tiny_data, modes, *extra):
+    grid = fake_runner / "grid.yaml"
+    grid.write_text(f"{MODEL}:\n  mode: [{', '.join(modes)}]\n  hidden_dim: [16, 32]\n")
+    return ["search", "--model", MODEL, "--data", str(tiny_data), "--grid", str(grid), "--out",
+            str(fake_runner / "out"), "--seeds", "0", "--sampler_seed", "0", "--heartbeat", "0"] + list(extra)
+
+
+def dead_pid():
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_grid_setting_after_dashdash_is_refused(fake_runner, tiny_data, capsys):
+    pytest.importorskip("optuna")
+    base = fake_base(fake_runner, tiny_data, ["a"], "--trials", "1")
+    for flag in ("--hidden_dim", "--hidden"):          # argparse abbreviations too
+        assert cli(base + ["--", flag, "64"]) == 2
+        err = capsys.readouterr().err
+        assert "--hidden_dim (searched by the grid) after `--` would override" in err
+    assert not (fake_runner / "out" / "trials").exists()
+
+
+def test_repeated_kills_never_use_budget_and_capped_setting_is_not_retrained(fake_runner, tiny_data):
+    optuna = pytest.importorskip("optuna")
+    S = optuna.trial.TrialState
+    base = fake_base(fake_runner, tiny_data, ["a", "b", "c"])
+    (fake_runner / "out").mkdir()
+    study = optuna.create_study(study_name=MODEL, storage=search.default_storage(str(fake_runner / "out")))
+    for k in range(search.MAX_RETRIES + 2):      # setting (a, 16): its worker is killed every time
+        if k == 0:
+            study.enqueue_trial({"mode": "a", "hidden_dim": 16})
+        t = study.ask()                           # the re-queued setting comes back here
+        assert (t.suggest_categorical("mode", ["a", "b", "c"]), t.suggest_categorical("hidden_dim", [16, 32])) == ("a", 16)
+        t.set_user_attr("worker_host", socket.gethostname())
+        t.set_user_attr("worker_pid", dead_pid())
+        assert search.fail_stale_trials(optuna, study) == [t.number]
+        if k == search.MAX_RETRIES:
+            break
+    lost = study.get_trials()
+    assert search.budget(optuna, lost)[0] == 0 and not any(t.state == S.WAITING for t in lost)
+    code, log = quiet_cli(base + ["--trials", "5"] + RUNNER_FLAGS)
+    assert code == 0, log
+    trials = load_trials(optuna, fake_runner / "out")
+    trained = [(t.params["mode"], t.params["hidden_dim"]) for t in trials if "dir" in t.user_attrs]
+    assert len(trained) == len(set(trained)) == 5 and ("a", 16) not in trained        # 5 distinct, a/16 given up
+    assert sum(t.state == S.COMPLETE for t in trials) == 5
+    assert "1 setting(s) given up" in log and "mode=a" in json.dumps(json.loads(
+        (fake_runner / "out" / "summary.json").read_text())["given_up"])
+
+
+def test_resume_refuses_other_runner_flags_and_new_starts_over(fake_runner, tiny_data, capsys):
+    optuna = pytest.importorskip("optuna")
+    base = fake_base(fake_runner, tiny_data, ["a", "b"], "--trials", "1")
+    assert quiet_cli(base + ["--", "--epochs", "2"])[0] == 0
+    with pytest.raises(SystemExit) as refused:
+        quiet_cli(base + ["--trials", "2", "--", "--epochs", "3"])
+    assert "another configuration" in str(refused.value) and "runner_args" in str(refused.value)
+    assert "--new" in str(refused.value)
+    with pytest.raises(SystemExit, match="another configuration"):        # seeds would re-run with other flags
+        quiet_cli(base + ["--report_only", "--", "--epochs", "5"])
+    assert len(load_trials(optuna, fake_runner / "out")) == 1
+    assert quiet_cli(base + ["--new", "--", "--epochs", "3"])[0] == 0
+    assert [t.number for t in load_trials(optuna, fake_runner / "out")] == [0]    # a fresh study
+
+
+def test_running_setting_counts_as_taken(fake_runner, tiny_data, monkeypatch):
+    optuna = pytest.importorskip("optuna")
+    S = optuna.trial.TrialState
+    base = fake_base(fake_runner, tiny_data, ["a"])
+    (fake_runner / "out").mkdir()
+    study = optuna.create_study(study_name=MODEL, storage=search.default_storage(str(fake_runner / "out")))
+    for dim in (32, 16):                        # both settings of the grid are training in a live worker
+        study.enqueue_trial({"hidden_dim": dim})
+        running = study.ask()
+        assert running.suggest_categorical("hidden_dim", [16, 32]) == dim
+        running.set_user_attr("worker_host", socket.gethostname())
+        running.set_user_attr("worker_pid", os.getpid())
+    code, log = quiet_cli(base + ["--trials", "3"] + RUNNER_FLAGS)
+    assert code == 1, log                                               # nothing finished yet: no report
+    assert not (fake_runner / "out" / "trials").exists()                # nothing trained twice
+    # a later twin (TPE, or a sampling race) waits for the running one and takes its result
+    monkeypatch.setattr(search, "TWIN_POLL", 0.05)
+    study.enqueue_trial({"hidden_dim": 16})
+    twin = study.ask()
+    assert twin.suggest_categorical("hidden_dim", [16, 32]) == 16
+    threading.Timer(0.3, lambda: study.tell(running, 0.7)).start()
+    found = search.finished_twin(optuna, twin, {"hidden_dim": 16}, ["hidden_dim"])
+    assert found.number == running.number and study.get_trials()[running.number].state == S.COMPLETE
+
+
+def test_pruner_reads_the_searched_metric_only(fake_runner, tiny_data, capsys):
+    optuna = pytest.importorskip("optuna")
+    base = fake_base(fake_runner, tiny_data, ["ok", "emo"], "--metric", "f1", "--pruner", "median", "--trials", "4")
+    assert quiet_cli(base + RUNNER_FLAGS)[0] == 0
+    reported = {(t.params["mode"], t.params["hidden_dim"]): t.intermediate_values
+                for t in load_trials(optuna, fake_runner / "out")}
+    assert reported[("ok", 16)] == {} and reported[("emo", 16)] == {1: 0.7}   # emoval is not f1; emo is
+    assert cli(base[:-6] + ["--metric", "acc", "--pruner", "median", "--trials", "1"]) == 2
+    assert "--pruner median reads" in capsys.readouterr().err
+
+
+def test_slurm_report_job_uses_its_one_gpu(tiny_data, tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
+    monkeypatch.setenv("PATH", str(tmp_path))                              # no sbatch: scripts only
+    argv = ["search", "--model", MODEL, "--data", str(tiny_data), "--out", str(tmp_path / "out"), "--trials", "4",
+            "--workers", "2", "--gpus", "0,1", "--slurm"] + RUNNER_FLAGS
+    assert quiet_cli(argv)[0] == 1
+    rep = (tmp_path / "out" / "slurm" / "report.sbatch").read_text()
+    assert "#SBATCH --gres=gpu:1" in rep and "--report_only" in rep and "--gpus" not in rep
+
+
+def test_trial_without_owner_or_heartbeat_is_failed_and_requeued(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    S = optuna.trial.TrialState
+    storage = search.open_storage(optuna, search.default_storage(str(tmp_path)), heartbeat=1)
+    study = optuna.create_study(study_name="s", storage=storage)
+    orphan = study.ask()                      # its worker died before stamping its pid or a heartbeat
+    orphan.suggest_categorical("x", [1, 2])
+    assert search.fail_stale_trials(optuna, study) == []          # young: its worker may still be starting
+    time.sleep(2.3)                                               # > grace period (2 x heartbeat)
+    assert search.fail_stale_trials(optuna, study) == [orphan.number]
+    trials = study.get_trials()
+    assert trials[0].state == S.FAIL and "no owner" in trials[0].user_attrs["error"]
+    assert trials[1].state == S.WAITING and trials[1].system_attrs["fixed_params"] == trials[0].params
+
+
+def test_all_workers_crash_fails_and_ctrl_c_uses_no_retry(fake_runner, tiny_data, monkeypatch, capsys):
+    optuna = pytest.importorskip("optuna")
+    base = fake_base(fake_runner, tiny_data, ["a", "b"])
+    assert quiet_cli(base + ["--trials", "1"] + RUNNER_FLAGS)[0] == 0          # one trial done: a report is possible
+    monkeypatch.setattr(search, "worker_argv", lambda args, i: [sys.executable, "-c", "import sys; sys.exit('boom')"])
+    assert cli(base + ["--trials", "3", "--workers", "2"] + RUNNER_FLAGS) == 1
+    err = capsys.readouterr().err
+    assert "2 of 2 workers crashed" in err and "boom" in err
+    study = optuna.load_study(study_name=MODEL, storage=search.default_storage(str(fake_runner / "out")))
+    for k in range(search.MAX_RETRIES + 3):      # Ctrl-C again and again, then one lost worker
+        study.enqueue_trial({"mode": "a", "hidden_dim": 32})
+        t = study.ask()
+        t.suggest_categorical("mode", ["a", "b"])
+        t.suggest_categorical("hidden_dim", [16, 32])
+        t.set_user_attr("interrupted", k <= search.MAX_RETRIES)
+        study.tell(t, state=optuna.trial.TrialState.FAIL)
+        search.requeue(study, study.get_trials()[t.number], interrupted=k <= search.MAX_RETRIES)
+        assert study.get_trials()[-1].state == optuna.trial.TrialState.WAITING    # queued again every time
+        assert study.get_trials()[-1].user_attrs["retries"] == max(0, k - search.MAX_RETRIES)   # lost workers only
+        study.ask()                               # a worker takes the retry (left RUNNING here)
+    assert not search.gave_up_settings(study)

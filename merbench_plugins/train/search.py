@@ -16,11 +16,16 @@ the same on Optuna (the optional ``search`` extra):
 * the study lives in an RDB storage (default ``sqlite:///OUT/study.db``): rerunning the command
   resumes it, ``--trials N`` is the study's total, finished trials are never lost. Optuna's RDB
   storage hands each trial to exactly one worker. Trials left RUNNING by a dead worker are marked
-  FAIL and their setting is queued again (at most twice): at once when the worker ran on this host
-  (its pid is gone), else after ``2 x --heartbeat`` seconds without a heartbeat. A FAIL that was
-  re-queued does not count towards ``--trials``. Two workers that start a trial at the same instant
-  when one trial is left: the later trial number gives its trial back unrun (FAIL + user attribute
-  ``surplus``, left out of tables and counts).
+  FAIL and their setting is queued again: at once when the worker ran on this host (its pid is
+  gone), after ``2 x --heartbeat`` s for a trial that never recorded an owner, else after ``2 x
+  --heartbeat`` seconds without a heartbeat. A lost trial never counts towards ``--trials``; a
+  setting whose worker died more than twice (Ctrl-C not counted) is given up, reported, and never
+  sampled again. A setting running in one trial is taken: a twin waits for it and reuses its result.
+  Two workers that start a trial at the same instant when one trial is left: the later trial number
+  gives its trial back unrun (FAIL + user attribute ``surplus``, left out of tables and counts).
+* the study stores its whole configuration (model, metric, grid, --data/--merbench, --seed and the
+  runner flags after ``--``): a rerun with any other refuses to resume (``--new`` starts over), and
+  the seed re-runs are reused only when made with the same. Grid settings after ``--`` are refused.
 * failed trials (non-zero exit, NaN metric, timeout) are FAIL with the error tail in their user
   attributes and count towards ``--trials``; a diverging run (the runner's ``FloatingPointError:
   loss became nan/inf`` or "no epoch produced a finite eval metric") is PRUNED, as is a trial that
@@ -163,7 +168,8 @@ def fail_stale_trials(optuna, study) -> List[int]:
     import datetime
     TrialState = optuna.trial.TrialState
     storage, host, failed = study._storage, socket.gethostname(), []
-    grace = getattr(storage, "grace_period", None) or ORPHAN_GRACE
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+    grace = 2 * interval if interval else ORPHAN_GRACE
     now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get("worker_pid")
