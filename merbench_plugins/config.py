@@ -10,9 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
 
-def hp(default, help, grid=None, choices=None):
-    """Declare one hyperparameter. ``grid`` is its tuning list in model-tune.yaml (None: not tuned)."""
-    return field(default=default, metadata={"help": help, "grid": grid, "choices": choices})
+def hp(default, help, grid=None, choices=None, aliases=(), switches=None):
+    """Declare one hyperparameter. ``grid`` is its tuning list in model-tune.yaml (None: not tuned).
+
+    ``aliases``: other flag names for it (a seed's spelling, ``modality_dropout_p``); ``switches``:
+    value-less flags that set it (``{"use_resnet_audio": "resnet18"}``).
+    """
+    return field(default=default, metadata={"help": help, "grid": grid, "choices": choices,
+                                            "aliases": tuple(aliases), "switches": dict(switches or {})})
 
 
 def _flag_type(f):
@@ -61,7 +66,10 @@ class BaseConfig:
         group = parser.add_argument_group(f"{cls.__name__} options")
         existing = {a.dest for a in parser._actions}
         for f in cls.fields():
-            if f.name in skip or f.name in existing:
+            if f.name in skip:
+                continue
+            _add_aliases(group, parser, f)
+            if f.name in existing:
                 continue
             text = f"{f.metadata['help']} (default: {f.default})"
             if isinstance(f.default, bool):
@@ -75,6 +83,19 @@ class BaseConfig:
                                    choices=f.metadata.get("choices"), help=text)
             existing.add(f.name)
         return parser
+
+
+def _add_aliases(group, parser, f):
+    """The field's alias and switch flags (those not on the parser yet), writing to the field's dest."""
+    taken = parser._option_string_actions
+    for alias in f.metadata.get("aliases", ()):
+        if f"--{alias}" not in taken:
+            group.add_argument(f"--{alias}", dest=f.name, type=_flag_type(f), default=None,
+                               choices=f.metadata.get("choices"), help=f"same as --{f.name}")
+    for switch, value in f.metadata.get("switches", {}).items():
+        if f"--{switch}" not in taken:
+            group.add_argument(f"--{switch}", dest=f.name, action="store_const", const=value, default=None,
+                               help=f"same as --{f.name} {value}")
 
 
 def _coerce(f, v):
@@ -217,9 +238,10 @@ class RavdessAVConfig(BaseConfig):
     spec_p: float = hp(0.5, "probability that a training sample is SpecAugmented", grid=[0.5])
     use_modality_dropout: bool = hp(True, "drop the audio or the video of a training sample (never both)",
                                     grid=[True])
-    modality_dropout: float = hp(0.2, "probability to drop each modality of a training sample", grid=[0.1, 0.2, 0.3])
+    modality_dropout: float = hp(0.2, "probability to drop each modality of a training sample", grid=[0.1, 0.2, 0.3],
+                                 aliases=("modality_dropout_p",))
     audio_encoder: str = hp("resnet18", "audio branch: ResNet-18 or the seed's small CNN", grid=["resnet18"],
-                            choices=["resnet18", "cnn"])
+                            choices=["resnet18", "cnn"], switches={"use_resnet_audio": "resnet18"})
     resnet_width: int = hp(64, "base width of the ResNet-18s (64 = standard; pretrained weights need 64)",
                            grid=[64])
     num_frames: int = hp(8, "video frames per clip (evenly subsampled when the cache holds more)", grid=[8])
@@ -227,8 +249,20 @@ class RavdessAVConfig(BaseConfig):
     video_flip: bool = hp(True, "random horizontal flip of a training clip", grid=[True])
     xattn_heads: int = hp(4, "heads of the xattn fusion's cross-modal attention", grid=[4])
     video_weights: str = hp("", "torchvision resnet18 state dict (.pth) for the video branch ('' = random init)")
-    audio_weights: str = hp("", "torchvision resnet18 state dict for the audio branch (conv1 averaged to 1 channel)")
+    audio_weights: str = hp("", "torchvision resnet18 state dict for the audio branch (conv1 summed to 1 channel)")
     ravdess_cache: str = hp("", "RAVDESS NPZ cache written by `ravdess-prep` (default: $RAVDESS_CACHE)")
-    ravdess_classes: int = hp(4, "RAVDESS task: 4 (neutral/happy/sad/angry) or 8 emotions", choices=[4, 8])
+    ravdess_classes: int = hp(4, "RAVDESS task: 4 (neutral/happy/sad/angry) or 8 emotions", choices=[4, 8],
+                              aliases=("num_classes",))
     ravdess_folds: int = hp(6, "actor-independent folds (24 actors / 6 = 4 test actors per fold)")
     ravdess_val_actors: int = hp(0, "validation actors per fold, taken from the next fold (0 = a fold's worth)")
+
+    PRETRAINED_LR = 1e-4           # not a field: the default lr once pretrained weights are loaded
+
+    @classmethod
+    def from_args(cls, args=None, **overrides):
+        """As :meth:`BaseConfig.from_args`; with --video_weights/--audio_weights and no lr given, lr = 1e-4."""
+        cfg = super().from_args(args, **overrides)
+        given = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
+        if overrides.get("lr", given.get("lr")) is None and (cfg.video_weights or cfg.audio_weights):
+            cfg.lr = cls.PRETRAINED_LR
+        return cfg

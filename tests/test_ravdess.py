@@ -12,8 +12,7 @@ import torch
 
 from merbench_plugins import create_model
 from merbench_plugins.data.ravdess import (RAVDESS, RavdessClips, actor_folds, classification_metrics, discover,
-                                           parse_name)
-from merbench_plugins.fileio import atomic_save_npz
+                                           parse_name, write_cache_file)
 from merbench_plugins.models.ravdess_av import GatedFusion
 from merbench_plugins.modules.audio import (LogMelSpectrogram, SpecAugment, hz_to_mel, mel_center_frequencies,
                                             mel_to_hz, resample)
@@ -229,7 +228,11 @@ def test_preprocessing_writes_caches_and_skips_corrupt_files(tmp_path, capsys):
     with np.load(os.path.join(out, "01-01-05-01-01-01-01.npz")) as npz:   # angry: red ellipse, tone
         assert npz["frames"].shape == (8, 112, 112, 3) and npz["frames"].dtype == np.uint8
         assert npz["logmel"].shape == (64, 188) and npz["logmel"].dtype == np.float32
-        assert int(npz["label"]) == 4 and int(npz["emotion"]) == 5 and int(npz["actor"]) == 1
+        assert "label" not in npz.files                        # no bare index that means one task only
+        assert int(npz["emotion"]) == 5 and str(npz["emotion_name"]) == "angry" and int(npz["actor"]) == 1
+        assert int(npz["class_index_8"]) == 4 and int(npz["class_index_4"]) == 3
+        header = json.loads(str(npz["header"]))
+        assert header["settings"]["size"] == 112 and header["crop"] == "center"
         r, g, b = npz["frames"][:, 50:62, 50:62].reshape(-1, 3).mean(0)
         assert r > 150 and g < 100 and b < 100                 # RGB order, centre crop keeps the face
         assert np.isfinite(npz["logmel"]).all() and npz["logmel"].std() > 1.0
@@ -263,7 +266,7 @@ def test_face_crop_follows_the_detected_face(tmp_path, monkeypatch):
     assert r > 200 and g < 60 and b < 60                         # the crop is centred on the face
     Detector.faces = np.zeros((0, 4), int)                       # no face: centre crop instead
     frames, info = ravdess_prep.read_video_frames(path, num_frames=4, size=32, crop="face", cascade="stub")
-    assert info["crop"] == "center" and abs(frames[:, 12:20, 12:20].astype(float).mean() - 128) < 10
+    assert info["crop"] == "no_face" and abs(frames[:, 12:20, 12:20].astype(float).mean() - 128) < 10
 
 
 def test_preprocessing_exits_non_zero_when_nothing_is_usable(tmp_path):
@@ -351,7 +354,7 @@ def test_resnet18_matches_torchvision_and_loads_its_weights(tmp_path):
 
     audio = ResNet18(1, 64)
     assert load_torchvision_resnet(audio, path) == ["fc.bias", "fc.weight"]
-    assert torch.allclose(audio.conv1.weight, state["conv1.weight"].mean(1, keepdim=True))
+    assert torch.allclose(audio.conv1.weight, state["conv1.weight"].sum(1, keepdim=True))
     assert torch.equal(audio.layer4[1].bn2.running_var, state["layer4.1.bn2.running_var"])
 
     broken = dict(state)
@@ -366,7 +369,38 @@ def test_resnet18_matches_torchvision_and_loads_its_weights(tmp_path):
     assert torch.equal(model.video_encoder.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
 
 
+def test_pretrained_stem_folded_to_one_channel_answers_a_grey_image_like_the_rgb_stem(tmp_path):
+    torch.manual_seed(0)
+    rgb = ResNet18(3, 16)
+    state = {k: torch.randn_like(v.float()).to(v.dtype) if v.is_floating_point() else v
+             for k, v in rgb.state_dict().items()}
+    state = {k: (v.abs() + 0.5 if "running_var" in k else v) for k, v in state.items()}   # valid BN statistics
+    rgb.load_state_dict(state)
+    grey = ResNet18(1, 16)
+    load_torchvision_resnet(grey, state)
+    image = torch.rand(2, 1, 64, 64)
+    rgb.eval(), grey.eval()
+    with torch.no_grad():
+        expected, got = rgb(image.repeat(1, 3, 1, 1)), grey(image)
+        stem_rgb = rgb.bn1(rgb.conv1(image.repeat(1, 3, 1, 1)))
+        stem_grey = grey.bn1(grey.conv1(image))
+    assert torch.allclose(stem_grey, stem_rgb, atol=1e-4)            # what the pretrained BN statistics expect
+    assert torch.allclose(got, expected, atol=1e-4 * expected.abs().max().item())
+    assert not torch.allclose(stem_grey, rgb.bn1(rgb.conv1(image.repeat(1, 3, 1, 1) / 3)), atol=1e-2)  # mean: 1/3
+
+
+def test_pretrained_weights_make_lr_1e4_the_default_and_an_explicit_lr_wins():
+    from merbench_plugins.config import RavdessAVConfig
+    assert RavdessAVConfig.from_args({}).lr == 1e-3
+    assert RavdessAVConfig.from_args({"video_weights": "r18.pth"}).lr == 1e-4
+    assert RavdessAVConfig.from_args({"audio_weights": "r18.pth", "lr": None}).lr == 1e-4
+    assert RavdessAVConfig.from_args({"audio_weights": "r18.pth", "lr": 1e-3}).lr == 1e-3
+
+
 # ------------------------------------------------------------------------------------------- cache, loaders, runner
+
+CACHE_SETTINGS = {"frames": 8, "size": 32, "crop": "center"}
+
 
 def _write_cache(folder, actors=range(1, 7), emotions=(1, 3, 4, 5, 6), side=32, mel_t=48):
     os.makedirs(folder, exist_ok=True)
@@ -378,8 +412,8 @@ def _write_cache(folder, actors=range(1, 7), emotions=(1, 3, 4, 5, 6), side=32, 
                 frames = rng.randint(0, 255, (8, side, side, 3)).astype(np.uint8)
                 frames[..., emotion % 3] = 200                                     # a weak class cue
                 logmel = rng.randn(64, mel_t).astype(np.float32) + emotion
-                atomic_save_npz(os.path.join(folder, stem + ".npz"), compress=False, frames=frames, logmel=logmel,
-                                 label=np.int64(emotion - 1), actor=np.int64(actor))
+                write_cache_file(os.path.join(folder, stem + ".npz"), frames, logmel, parse_name(stem),
+                                 CACHE_SETTINGS)
     return folder
 
 

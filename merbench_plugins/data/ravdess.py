@@ -8,9 +8,19 @@ the video-only copies (modality 02) carry the same pixels without sound and are 
 ``python -m merbench_plugins ravdess-prep ROOT OUT`` (:mod:`merbench_plugins.data.ravdess_prep`) turns
 each pair into ``OUT/<AV stem>.npz``; everything here reads that cache. Inside MERBench the cache dir
 comes from ``--ravdess_cache DIR`` or the environment variable ``RAVDESS_CACHE``.
+
+Each cache file carries a JSON ``header`` (format, the prep settings, a CRC-32 of the frames and
+log-mel bytes, the crop used): a truncated, empty, foreign or other-settings file is found by
+:func:`read_cache_file`, skipped by the loaders with one line naming it, and rebuilt by the next
+``ravdess-prep``. Training reads the cache once into memory (:func:`load_cache`).
 """
+import json
 import os
 import re
+import sys
+import time
+import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -36,6 +46,8 @@ FIELD_VALUES = {
 # calm is *not* merged into neutral, its clips are left out like the other four emotions.
 LABEL_SETS = {4: (1, 3, 4, 5), 8: (1, 2, 3, 4, 5, 6, 7, 8)}
 CACHE_ENV = "RAVDESS_CACHE"
+CACHE_FORMAT = 2                   # 2: JSON header with settings and checksum; emotion code, no `label`
+MANIFEST = "ravdess_prep.json"
 _TWO_DIGITS = re.compile(r"[0-9]{2}")
 
 
@@ -250,6 +262,101 @@ class CachedClip:
     label: int                      # class index in the chosen label set
 
 
+REBUILD_HINT = "run `python -m merbench_plugins ravdess-prep RAVDESS_ROOT CACHE_DIR` again to rebuild it"
+
+
+class CacheError(Exception):
+    """A cache file that cannot be used: one line naming the file (``path``), the ``reason`` and the fix."""
+
+    def __init__(self, path: str, reason: str, hint: str = REBUILD_HINT):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}" + (f"; {hint}" if hint else ""))
+
+
+def checksum(*arrays: np.ndarray) -> str:
+    """CRC-32 of the arrays' bytes, in order (``crc32:0123abcd``)."""
+    crc = 0
+    for a in arrays:
+        crc = zlib.crc32(memoryview(np.ascontiguousarray(a)).cast("B"), crc)
+    return f"crc32:{crc & 0xFFFFFFFF:08x}"
+
+
+def class_indices(emotion: int) -> Dict[str, int]:
+    """The emotion code's class index in each task, -1 where it is not part of it."""
+    return {f"class_index_{n}": (LABEL_SETS[n].index(emotion) if emotion in LABEL_SETS[n] else -1) for n in LABEL_SETS}
+
+
+def write_cache_file(path: str, frames: np.ndarray, logmel: np.ndarray, name: RavdessName, settings: Dict,
+                     crop: str = "center", **extra):
+    """One clip's NPZ (atomic): frames uint8 [T, H, W, 3], logmel float32 [F, T'], a JSON ``header``
+    (format, settings, checksum, crop), the emotion code and its class index in each task (named,
+    never a bare ``label``), the other name fields and ``extra`` arrays."""
+    from ..fileio import atomic_save_npz
+    header = {"format": CACHE_FORMAT, "settings": settings, "checksum": checksum(frames, logmel), "crop": crop,
+              "frames_shape": list(frames.shape), "logmel_shape": list(logmel.shape)}
+    fields = {k: np.int64(v) for k, v in class_indices(name.emotion).items()}
+    atomic_save_npz(path, compress=False, header=np.array(json.dumps(header, sort_keys=True)), frames=frames,
+                    logmel=logmel, emotion=np.int64(name.emotion), emotion_name=np.array(name.emotion_name),
+                    actor=np.int64(name.actor), intensity=np.int64(name.intensity),
+                    statement=np.int64(name.statement), repetition=np.int64(name.repetition),
+                    gender=np.array(name.gender), crop=np.array(crop), **fields, **extra)
+
+
+def settings_diff(found: Dict, expected: Dict) -> str:
+    """``size 64 -> 112, crop face -> auto`` for the keys of ``expected`` that differ; '' when none."""
+    return ", ".join(f"{k} {found.get(k)} -> {v}" for k, v in sorted(expected.items()) if found.get(k) != v)
+
+
+def read_cache_file(path: str, settings: Optional[Dict] = None) -> Dict:
+    """Read and verify one cache file -> dict(frames, logmel, header). ``CacheError`` (one line naming the
+    file) when it is missing, empty, truncated, not ours, of an older format, made with other ``settings``
+    or its checksum does not match."""
+    def fail(reason):
+        return CacheError(path, reason)
+    if not os.path.exists(path):
+        raise fail("missing")
+    if os.path.getsize(path) == 0:
+        raise fail("empty file")
+    try:
+        with np.load(path) as npz:
+            keys = set(npz.files)
+            if "header" not in keys:
+                raise fail("no header (written by an older ravdess-prep)")
+            header = json.loads(str(npz["header"]))
+            frames, logmel = npz["frames"], npz["logmel"]
+    except CacheError:
+        raise
+    except Exception as err:  # noqa: BLE001 - BadZipFile, EOFError, zlib.error, OSError, KeyError, ValueError, ...
+        raise fail(f"unreadable, truncated or not a cache NPZ ({type(err).__name__}: {err})") from None
+    if header.get("format") != CACHE_FORMAT:
+        raise fail(f"cache format {header.get('format')}, this version reads {CACHE_FORMAT}")
+    if settings is not None and settings_diff(header.get("settings", {}), settings):
+        raise fail(f"made with other settings ({settings_diff(header.get('settings', {}), settings)})")
+    if [list(frames.shape), list(logmel.shape)] != [header.get("frames_shape"), header.get("logmel_shape")]:
+        raise fail(f"array shapes {frames.shape} / {logmel.shape} differ from its header")
+    if checksum(frames, logmel) != header.get("checksum"):
+        raise fail("checksum mismatch (the file was altered or damaged)")
+    return {"frames": frames, "logmel": logmel, "header": header}
+
+
+def check_cache_file(path: str, settings: Optional[Dict] = None) -> Optional[str]:
+    """None when the file is a good cache file made with ``settings``, else the reason (one line)."""
+    try:
+        read_cache_file(path, settings)
+    except CacheError as err:
+        return str(err)
+    return None
+
+
+def manifest_settings(cache_dir: str) -> Optional[Dict]:
+    """The prep settings recorded in ``cache_dir``'s manifest (None without a readable one)."""
+    try:
+        with open(os.path.join(cache_dir, MANIFEST)) as f:
+            return json.load(f).get("params") or None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def index_cache(cache_dir: str, num_classes: int = 4) -> List[CachedClip]:
     """The cached clips of the chosen label set, sorted by name (file names only; nothing is opened)."""
     codes = label_set(num_classes)
@@ -274,8 +381,76 @@ def _even_indices(n: int, k: int) -> np.ndarray:
     return np.minimum(((np.arange(k) + 0.5) * n / k).astype(np.int64), n - 1)
 
 
+def _pick_frames(frames: np.ndarray, num_frames: Optional[int]) -> np.ndarray:
+    if num_frames and frames.shape[0] > int(num_frames):
+        return frames[_even_indices(frames.shape[0], int(num_frames))]
+    return frames
+
+
+@dataclass
+class CacheArrays:
+    """The cache in memory: ``frames`` uint8 [N, T, H, W, 3], ``logmels`` float16 [N, F, T'] of the
+    readable clips ``kept`` (indices into the stems asked for); ``problems``: (file, reason) of the rest."""
+    frames: torch.Tensor
+    logmels: torch.Tensor
+    kept: List[int]
+    problems: List[Tuple[str, str]]
+    settings: Optional[Dict]
+    crops: Dict[str, int]
+    seconds: float = 0.0
+
+
+def load_cache(cache_dir: str, stems: Sequence[str], num_frames: Optional[int] = None,
+               settings: Optional[Dict] = None) -> CacheArrays:
+    """Read every ``stems`` file once, verified, into two arrays. Files that fail (see
+    :func:`read_cache_file`) are left out and listed in ``problems``. ``settings``: those of the
+    manifest, else of the first good file; a file made with others is a problem too."""
+    start = time.time()
+    settings = settings or manifest_settings(cache_dir)
+    frames = logmels = None
+    kept, problems, crops = [], [], Counter()
+    for i, stem in enumerate(stems):
+        path = os.path.join(cache_dir, stem + ".npz")
+        try:
+            got = read_cache_file(path, settings)
+        except CacheError as err:
+            problems.append((err.path, err.reason))
+            continue
+        settings = settings or got["header"]["settings"]
+        clip_frames = _pick_frames(got["frames"], num_frames)
+        if frames is None:                            # one allocation for all clips: no list + stack copy
+            frames = np.empty((len(stems),) + clip_frames.shape, np.uint8)
+            logmels = np.empty((len(stems),) + got["logmel"].shape, np.float16)
+        if clip_frames.shape != frames.shape[1:] or got["logmel"].shape != logmels.shape[1:]:
+            problems.append((path, f"shapes {clip_frames.shape} / {got['logmel'].shape} differ from the other "
+                                   f"files' {frames.shape[1:]} / {logmels.shape[1:]}"))
+            continue
+        frames[len(kept)], logmels[len(kept)] = clip_frames, got["logmel"]
+        crops[got["header"].get("crop", "center")] += 1
+        kept.append(i)
+    if not kept:
+        first = f"; the first: {problems[0][0]}: {problems[0][1]}" if problems else ""
+        raise CacheError(cache_dir, f"none of its {len(stems)} cache files is usable{first}",
+                         hint=f"run `python -m merbench_plugins ravdess-prep RAVDESS_ROOT {cache_dir}` again")
+    return CacheArrays(torch.from_numpy(frames[:len(kept)]), torch.from_numpy(logmels[:len(kept)]), kept, problems,
+                       settings, dict(crops), time.time() - start)
+
+
+def report_problems(problems: Sequence[Tuple[str, str]], what: str = "skipped", limit: int = 10, file=None):
+    """One line per problem file (the first ``limit``, then a count), and how to fix them."""
+    if not problems:
+        return
+    file = file or sys.stderr
+    for path, reason in problems[:limit]:
+        print(f"{what} {path}: {reason}", file=file)
+    if len(problems) > limit:
+        print(f"... and {len(problems) - limit} more {what} file(s)", file=file)
+    print(f"note: {len(problems)} cache file(s) {what}; {REBUILD_HINT.replace(' it', ' them')}", file=file)
+
+
 class RavdessClips(Dataset):
-    """The NPZ cache in MERBench's dataset-class shape: ``RavdessClips(args, names, labels)``.
+    """The NPZ cache in MERBench's dataset-class shape: ``RavdessClips(args, names, labels)``; reads one
+    verified file per sample (a bad file raises :class:`CacheError`, one line naming it).
 
     ``names``: cache stems; ``labels``: class indices or MERBench dicts ``{'emo': i, 'val': v}``.
     ``collater`` returns ``(batch, emos, vals, names)`` with ``batch['audios']`` [B, 1, 64, 188]
@@ -294,25 +469,18 @@ class RavdessClips(Dataset):
         return len(self.names)
 
     def _load(self, index: int):
-        path = os.path.join(self.cache_dir, self.names[index] + ".npz")
-        try:
-            with np.load(path) as npz:
-                return npz["frames"], npz["logmel"]
-        except (OSError, KeyError, ValueError) as err:
-            raise RuntimeError(f"cannot read RAVDESS cache file {path}: {err}; delete it and re-run "
-                               f"`python -m merbench_plugins ravdess-prep` to rebuild it") from None
+        got = read_cache_file(os.path.join(self.cache_dir, self.names[index] + ".npz"))
+        return _pick_frames(got["frames"], self.num_frames), got["logmel"]
 
     def __getitem__(self, index: int):
         frames, logmel = self._load(index)                    # [T, H, W, 3] uint8, [F, T'] float32
-        if self.num_frames and frames.shape[0] > int(self.num_frames):
-            frames = frames[_even_indices(frames.shape[0], int(self.num_frames))]
         label = self.labels[index]
-        return dict(audio=logmel, video=frames, emo=int(label["emo"]), val=float(label.get("val", 0.0)),
-                    name=self.names[index])
+        return dict(audio=torch.from_numpy(logmel), video=torch.from_numpy(frames), emo=int(label["emo"]),
+                    val=float(label.get("val", 0.0)), name=self.names[index])
 
     def collater(self, instances):
-        audios = torch.from_numpy(np.stack([x["audio"] for x in instances])).float().unsqueeze(1)  # [B, 1, F, T]
-        frames = torch.from_numpy(np.stack([x["video"] for x in instances]))                        # [B, T, H, W, 3]
+        audios = torch.stack([x["audio"] for x in instances]).float().unsqueeze(1)                # [B, 1, F, T]
+        frames = torch.stack([x["video"] for x in instances])                                     # [B, T, H, W, 3]
         videos = frames.permute(0, 1, 4, 2, 3).float().div_(255.0)                                # [B, T, 3, H, W]
         batch = dict(audios=audios, videos=videos, texts=torch.zeros(len(instances), 0))
         emos = torch.LongTensor([x["emo"] for x in instances])
@@ -323,6 +491,33 @@ class RavdessClips(Dataset):
         """MERBench asks for (audio, text, video) dims: mel bins, 0 (no text), frame channels."""
         frames, logmel = self._load(0)
         return int(logmel.shape[0]), 0, int(frames.shape[-1])
+
+
+class RavdessMemory(RavdessClips):
+    """The cache read once into memory (uint8 frames, float16 log-mels) instead of one NPZ per sample
+    per epoch; batches equal :class:`RavdessClips`' with the log-mel rounded to float16.
+
+    ``RavdessMemory(args, names, labels)`` reads the files itself (a bad one raises :class:`CacheError`);
+    :class:`RAVDESS` passes ``arrays`` from :func:`load_cache`, which has left bad files out already.
+    """
+
+    def __init__(self, args, names: Sequence[str], labels: Sequence, arrays: Optional[CacheArrays] = None):
+        super().__init__(args, names, labels)
+        if arrays is None:
+            arrays = load_cache(self.cache_dir, self.names, self.num_frames)
+            if arrays.problems:
+                raise CacheError(*arrays.problems[0])
+        if len(arrays.kept) != len(self.names):
+            raise ValueError(f"{len(self.names)} names but {len(arrays.kept)} cached clips in memory")
+        self.frames, self.logmels = arrays.frames, arrays.logmels          # [N, T, H, W, 3], [N, F, T']
+
+    def _load(self, index: int):
+        return self.frames[index].numpy(), self.logmels[index].numpy()
+
+    def __getitem__(self, index: int):
+        label = self.labels[index]
+        return dict(audio=self.logmels[index], video=self.frames[index], emo=int(label["emo"]),
+                    val=float(label.get("val", 0.0)), name=self.names[index])
 
 
 class IndexSampler(Sampler):
@@ -349,7 +544,8 @@ class RAVDESS:
 
     Options read from ``args`` (all optional): ``ravdess_cache`` (else ``$RAVDESS_CACHE``),
     ``ravdess_classes`` 4|8, ``ravdess_folds`` (6), ``ravdess_val_actors`` (one group),
-    ``batch_size``, ``num_workers``, ``debug``.
+    ``batch_size``, ``num_workers``, ``debug``, ``num_frames``. The cache is read into memory once
+    per run (:func:`load_cache`); unusable files are skipped with one line each.
 
     ``get_loaders()`` returns one (train, eval) pair per fold, where eval holds the fold's
     *validation* actors, and no shared test loaders: every fold has its own test actors, which
@@ -373,6 +569,7 @@ class RAVDESS:
         self.debug = bool(getattr(args, "debug", False))
         self.folds: List[ActorFold] = []
         self.fold_test_loaders: List[DataLoader] = []
+        self.skipped: List[Tuple[str, str]] = []
         args.output_dim1 = self.num_classes
         args.output_dim2 = 0
         args.metric_name = "emo"
@@ -390,10 +587,22 @@ class RAVDESS:
         return items
 
     def get_loaders(self):
+        """Reads the cache once into memory (bad files are skipped, one line each on stderr, and kept
+        in ``self.skipped``), then builds one (train, eval) loader pair per actor fold."""
         items = self.items()
+        arrays = load_cache(self.cache_dir, [c.stem for c in items], getattr(self.args, "num_frames", None))
+        report_problems(arrays.problems)
+        self.skipped = arrays.problems
+        self.crops = arrays.crops
+        items = [items[i] for i in arrays.kept]
         self.folds = actor_folds([c.name.actor for c in items], self.n_folds, self.n_val)
-        dataset = self.dataset_class(self.args, [c.stem for c in items], [c.label for c in items])
-        print(f"RAVDESS: {len(items)} clips, {self.num_classes} classes, {len(self.folds)} actor folds")
+        dataset = RavdessMemory(self.args, [c.stem for c in items], [c.label for c in items], arrays=arrays)
+        self.labels = np.array([c.label for c in items])
+        self.stems = [c.stem for c in items]
+        mb = (arrays.frames.numel() + 2 * arrays.logmels.numel()) / 2 ** 20
+        print(f"RAVDESS: {len(items)} clips ({mb:.0f} MB read into memory in {arrays.seconds:.1f} s"
+              f"{f', {len(arrays.problems)} bad file(s) skipped' if arrays.problems else ''}), "
+              f"{self.num_classes} classes, {len(self.folds)} actor folds")
         loader = lambda sampler: DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,  # noqa: E731
                                             num_workers=self.num_workers, collate_fn=dataset.collater)
         train_loaders, eval_loaders, self.fold_test_loaders = [], [], []

@@ -5,8 +5,13 @@
 Video is decoded with OpenCV (``pip install merbench-plugins[ravdess]``); the audio comes from the
 paired 48 kHz audio-only wav, read with the standard ``wave`` module, resampled to 16 kHz mono in
 torch and cut to the loudest 2.99 s (47872 samples -> 188 centred STFT frames, hop 256). Files
-that cannot be read are reported with the reason and skipped; the run goes on. NPZs are written
-atomically (temp file + ``os.replace``), so re-running resumes where a crash or Ctrl-C stopped.
+that cannot be read are reported with the reason and skipped; the run goes on.
+
+Crash safety: the settings go into ``OUT/ravdess_prep.json`` before the first clip (a rerun with
+other settings is refused unless ``--overwrite``); each NPZ is written atomically (temp file +
+``os.replace``) with a header holding the settings and a checksum. A rerun verifies every existing
+file, names the truncated, empty, damaged or other-settings ones and rebuilds them with the
+missing ones, so the same command resumes after a crash, Ctrl-C or ``kill -9``.
 """
 import argparse
 import json
@@ -15,12 +20,14 @@ import os
 import sys
 import time
 import wave
+from collections import Counter
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..fileio import atomic_save_npz, atomic_write_text
-from .ravdess import EMOTIONS, RavdessClip, discover
+from ..fileio import atomic_write_text
+from .ravdess import (MANIFEST, CacheError, RavdessClip, discover, read_cache_file, settings_diff,
+                      write_cache_file)
 
 SAMPLE_RATE = 16000
 N_FFT = 1024
@@ -28,7 +35,7 @@ HOP = 256
 N_MELS = 64
 MEL_FRAMES = 188
 CLIP_SAMPLES = (MEL_FRAMES - 1) * HOP          # 47872: 1 + 47872 // 256 = 188 centred frames
-MANIFEST = "ravdess_prep.json"
+RESAMPLER = "kaiser-sinc-96"                    # part of the settings: caches of the old resampler are rebuilt
 CASCADE = "haarcascade_frontalface_default.xml"
 
 
@@ -159,7 +166,7 @@ def read_video_frames(path: str, num_frames: int = 8, size: int = 112, crop: str
     box, used = None, "center"
     if crop in ("auto", "face") and cascade:
         box = _face_box(picked, cascade)
-        used = "face" if box is not None else "center"
+        used = "face" if box is not None else "no_face"
     frames = np.stack([cv2.cvtColor(cv2.resize(_square_crop(f, box), (size, size), interpolation=cv2.INTER_AREA),
                                     cv2.COLOR_BGR2RGB) for f in picked])                # [T, size, size, 3]
     return frames.astype(np.uint8), {"n_video_frames": n, "crop": used}
@@ -233,30 +240,25 @@ def audio_logmel(x: np.ndarray, rate: int) -> np.ndarray:
 
 
 def process_clip(clip: RavdessClip, out_dir: str, num_frames: int = 8, size: int = 112, crop: str = "auto",
-                 cascade: Optional[str] = None) -> Tuple[str, Optional[str]]:
-    """Cache one clip; returns (stem, None) or (stem, "file: reason") without raising."""
+                 cascade: Optional[str] = None, settings: Optional[Dict] = None) -> Tuple[str, Optional[str], str]:
+    """Cache one clip; returns (stem, None, crop used) or (stem, "file: reason", "") without raising."""
     try:
         samples, rate = read_wav(clip.audio)
         logmel = audio_logmel(samples, rate)
     except Exception as err:  # noqa: BLE001 - any failure is reported per file and the run goes on
-        return clip.stem, f"{clip.audio}: {err if isinstance(err, MediaError) else repr(err)}"
+        return clip.stem, f"{clip.audio}: {err if isinstance(err, MediaError) else repr(err)}", ""
     try:
         frames, info = read_video_frames(clip.video, num_frames, size, crop, cascade)
     except ImportError:
         raise
     except Exception as err:  # noqa: BLE001
-        return clip.stem, f"{clip.video}: {err if isinstance(err, MediaError) else repr(err)}"
-    n = clip.name
-    atomic_save_npz(os.path.join(out_dir, clip.stem + ".npz"), compress=False,
-                     frames=frames, logmel=logmel, label=np.int64(n.emotion - 1), emotion=np.int64(n.emotion),
-                     emotion_name=np.array(EMOTIONS[n.emotion]), actor=np.int64(n.actor),
-                     intensity=np.int64(n.intensity), statement=np.int64(n.statement),
-                     repetition=np.int64(n.repetition), gender=np.array(n.gender),
-                     crop=np.array(info["crop"]), n_video_frames=np.int64(info["n_video_frames"]),
+        return clip.stem, f"{clip.video}: {err if isinstance(err, MediaError) else repr(err)}", ""
+    write_cache_file(os.path.join(out_dir, clip.stem + ".npz"), frames, logmel, clip.name, settings or {},
+                     crop=info["crop"], n_video_frames=np.int64(info["n_video_frames"]),
                      audio_seconds=np.float32(samples.shape[0] / float(rate)), sample_rate=np.int64(SAMPLE_RATE),
                      video_file=np.array(os.path.basename(clip.video)),
                      audio_file=np.array(os.path.basename(clip.audio)))
-    return clip.stem, None
+    return clip.stem, None, info["crop"]
 
 
 def _init_worker():
@@ -291,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Cache RAVDESS speech clips as NPZ: 8 RGB crops [8,112,112,3] uint8 from each audio-visual "
                     "mp4 (modality 01) and a [64,188] log-mel from its audio-only wav (modality 03). ROOT may "
                     "hold Actor_XX/ folders at any depth (e.g. the unzipped Video_Speech_Actor_XX.zip files "
-                    "and Audio_Speech_Actors_01-24.zip). Re-running skips clips already cached.")
+                    "and Audio_Speech_Actors_01-24.zip). Re-running verifies the cached files, skips the good ones and "
+                    "rebuilds missing, truncated, damaged or other-settings ones: after a crash, rerun the same command.")
     p.add_argument("root", nargs="+", help="folder(s) with the RAVDESS download (mp4 and wav files, any nesting; "
                                            "e.g. one video and one audio folder)")
     p.add_argument("out", help="cache folder to write (one <AV stem>.npz per clip)")
@@ -303,14 +306,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face: Haar-cascade face box; center: central square; auto (default): face when "
                         "OpenCV ships the cascade, else center")
     p.add_argument("--cascade", default=None, help=f"path to {CASCADE} (default: the one in cv2.data)")
-    p.add_argument("--overwrite", action="store_true", help="redo clips that are already cached")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo every clip, also good ones (needed to change the settings of an existing cache)")
     p.add_argument("--limit", type=int, default=None, help="only the first N clips (a quick try)")
     return p
 
 
 def _params(args) -> Dict:
     return {"frames": args.frames, "size": args.size, "crop": args.crop, "sample_rate": SAMPLE_RATE,
-            "n_fft": N_FFT, "hop": HOP, "n_mels": N_MELS, "mel_frames": MEL_FRAMES}
+            "n_fft": N_FFT, "hop": HOP, "n_mels": N_MELS, "mel_frames": MEL_FRAMES, "resampler": RESAMPLER}
+
+
+def _remove_stale_temps(out: str) -> int:
+    """Temp files a killed run left behind (``.tmp-*``; finished files are never temp files)."""
+    stale = [f for f in os.listdir(out) if f.startswith(".tmp-")]
+    for f in stale:
+        os.unlink(os.path.join(out, f))
+    return len(stale)
+
+
+def _existing(clips: List[RavdessClip], out: str, params: Dict, overwrite: bool):
+    """(clips to do, [(file, reason)] of cache files to rebuild, {stem: crop} of the good ones)."""
+    todo, bad, crops = [], [], {}
+    for c in clips:
+        path = os.path.join(out, c.stem + ".npz")
+        if overwrite or not os.path.exists(path):
+            todo.append(c)
+            continue
+        try:
+            crops[c.stem] = read_cache_file(path, params)["header"].get("crop", "center")
+        except CacheError as err:
+            bad.append((err.path, err.reason))
+            todo.append(c)
+    return todo, bad, crops
 
 
 def main(argv=None) -> int:
@@ -350,19 +378,29 @@ def main(argv=None) -> int:
     params = _params(args)
     manifest_path = os.path.join(args.out, MANIFEST)
     if os.path.exists(manifest_path) and not args.overwrite:
-        with open(manifest_path) as f:
-            old = json.load(f).get("params", {})
-        changed = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
-        if changed:
-            diff = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
-            print(f"error: {args.out} was made with other settings ({diff}); use another OUT or --overwrite",
-                  file=sys.stderr)
+        try:
+            with open(manifest_path) as f:
+                old = json.load(f).get("params", {})
+        except (OSError, ValueError, AttributeError):
+            old = params                       # unreadable manifest: the files' own headers decide
+        if settings_diff(old, params):
+            print(f"error: {args.out} was made with other settings ({settings_diff(old, params)}); use another "
+                  f"OUT, the same settings, or --overwrite to rebuild every clip", file=sys.stderr)
             return 2
-
-    todo = [c for c in clips if args.overwrite or not os.path.exists(os.path.join(args.out, c.stem + ".npz"))]
-    print(f"{len(clips) - len(todo)} already cached, {len(todo)} to do, crop={args.crop}"
-          f"{' (cascade ' + cascade + ')' if cascade else ''}, workers={args.workers}")
-    jobs = [(c, args.out, args.frames, args.size, args.crop, cascade) for c in todo]
+    stale = _remove_stale_temps(args.out)
+    todo, bad, crops = _existing(clips, args.out, params, args.overwrite)
+    # the settings are on disk before the first clip: a killed run cannot leave clips of unknown settings
+    atomic_write_text(manifest_path, json.dumps({"params": params, "status": "running", "clips_found": len(found.clips),
+                                                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
+    if stale:
+        print(f"removed {stale} temp file(s) left by an interrupted run")
+    for path, reason in bad[:20]:
+        print(f"  rebuilding {path}: {reason}")
+    if len(bad) > 20:
+        print(f"  ... {len(bad) - 20} more to rebuild, listed in {manifest_path}")
+    print(f"{len(clips) - len(todo)} already cached, {len(todo)} to do ({len(bad)} bad file(s) to rebuild), "
+          f"crop={args.crop}{' (cascade ' + cascade + ')' if cascade else ''}, workers={args.workers}")
+    jobs = [(c, args.out, args.frames, args.size, args.crop, cascade, params) for c in todo]
     failures: List[Tuple[str, str]] = []
     start = time.time()
     interrupted = False
@@ -371,22 +409,23 @@ def main(argv=None) -> int:
             import multiprocessing as mp
             # spawn, not fork: torch's thread pools do not survive a fork
             with mp.get_context("spawn").Pool(min(args.workers, len(jobs)), initializer=_init_worker) as pool:
-                for stem, error in _progress(pool.imap_unordered(_run_job, jobs), len(jobs)):
-                    if error:
-                        failures.append((stem, error))
+                for stem, error, crop in _progress(pool.imap_unordered(_run_job, jobs), len(jobs)):
+                    _record(stem, error, crop, failures, crops)
         else:
             _init_worker()
             for job in _progress(jobs, len(jobs)):
-                stem, error = _run_job(job)
-                if error:
-                    failures.append((stem, error))
+                _record(*_run_job(job), failures, crops)
     except KeyboardInterrupt:
         interrupted = True
     elapsed = time.time() - start
 
-    cached = [c.stem for c in clips if os.path.exists(os.path.join(args.out, c.stem + ".npz"))]
-    report = {"params": params, "root": [os.path.abspath(r) for r in args.root], "clips_found": len(found.clips),
+    cached = [c.stem for c in clips if c.stem in crops]
+    no_face = sorted(s for s in cached if crops[s] == "no_face")
+    report = {"params": params, "status": "interrupted" if interrupted else "complete",
+              "root": [os.path.abspath(r) for r in args.root], "clips_found": len(found.clips),
               "clips_cached": len(cached), "video_only_ignored": found.video_only, "song_ignored": found.song,
+              "crops": dict(sorted(Counter(crops[s] for s in cached).items())), "no_face": no_face,
+              "rebuilt": [{"file": p, "reason": r} for p, r in bad],
               "failed": [{"clip": s, "reason": r} for s, r in failures],
               "name_problems": [{"file": p, "reason": r} for p, r in found.problems],
               "seconds": round(elapsed, 1)}
@@ -395,11 +434,22 @@ def main(argv=None) -> int:
     for stem, reason in failures:
         print(f"  failed {stem}: {reason}")
     print(f"done in {elapsed:.1f} s: {len(cached)} of {len(clips)} clips cached in {args.out}, "
-          f"{len(todo) - len(failures)} new, {len(failures)} failed; report: {manifest_path}")
+          f"{len(todo) - len(failures)} new, {len(bad)} rebuilt, {len(failures)} failed; report: {manifest_path}")
+    if no_face:
+        print(f"{len(no_face)} of {len(cached)} clips had no detected face: their frames are the central square "
+              f"instead (listed under no_face in {manifest_path})")
     if interrupted:
         print("interrupted: finished clips are kept; run the same command again to resume", file=sys.stderr)
         return 130
     return 0 if cached else 1
+
+
+def _record(stem: str, error: Optional[str], crop: str, failures: List, crops: Dict):
+    if error:
+        failures.append((stem, error))
+        crops.pop(stem, None)
+    else:
+        crops[stem] = crop
 
 
 # ---------------------------------------------------------------------------------------------------

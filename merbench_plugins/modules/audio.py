@@ -108,23 +108,38 @@ class LogMelSpectrogram(nn.Module):
 # resampling
 
 
-def _sinc_resample_kernel(up: int, down: int, zero_crossings: int = 6, rolloff: float = 0.99):
-    """Polyphase windowed-sinc kernels [up, 1, down + 2 * width] and the half width in input samples."""
+# Kaiser-windowed sinc (torchaudio's "kaiser_best" beta 14.77, side lobes near -150 dB, with 96 zero
+# crossings instead of 64), cut-off at 0.95 of the output Nyquist. 48 -> 16 kHz: flat (< 0.01 dB) to 7.2 kHz,
+# -1.4 dB at 7.5 kHz, below -140 dB from 8.0 kHz on (tests/test_ravdess.py measures it).
+RESAMPLE_ZERO_CROSSINGS = 96
+RESAMPLE_ROLLOFF = 0.95
+RESAMPLE_BETA = 14.769656459379492
+
+
+def _kaiser(t: torch.Tensor, half_width: float, beta: float) -> torch.Tensor:
+    """Kaiser window evaluated at (fractional) offsets ``t``; zero beyond ``half_width``."""
+    x = (1.0 - (t / half_width) ** 2).clamp_min(0.0).sqrt()
+    return torch.i0(beta * x) / torch.i0(torch.tensor(beta, dtype=t.dtype)) * (t.abs() <= half_width)
+
+
+def _sinc_resample_kernel(up: int, down: int, zero_crossings: int = RESAMPLE_ZERO_CROSSINGS,
+                          rolloff: float = RESAMPLE_ROLLOFF, beta: float = RESAMPLE_BETA):
+    """Polyphase Kaiser-windowed sinc kernels [up, 1, down + 2 * width] (float64) and the half width in input samples."""
     cutoff = min(1.0, up / down) * rolloff                    # low-pass, in units of the input Nyquist
     width = int(math.ceil(zero_crossings / cutoff))
     taps = torch.arange(-width, down + width, dtype=torch.float64)                   # input offsets
     phase = torch.arange(up, dtype=torch.float64)[:, None] * down / up               # [up, 1] output times
     t = taps[None, :] - phase                                                        # [up, taps]
-    window = torch.cos(t.clamp(-width, width) * math.pi / (2 * width)).pow(2)        # Hann, zero beyond width
-    kernel = cutoff * torch.sinc(cutoff * t) * window * (t.abs() <= width)
-    return kernel[:, None, :].float(), width
+    kernel = cutoff * torch.sinc(cutoff * t) * _kaiser(t, width, beta)
+    return kernel[:, None, :], width
 
 
 def resample(wave: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
-    """Band-limited resampling of [..., N] from ``orig_sr`` to ``new_sr`` (windowed sinc, polyphase).
+    """Band-limited resampling of [..., N] from ``orig_sr`` to ``new_sr`` (Kaiser-windowed sinc, polyphase).
 
     One strided ``conv1d`` computes all output phases at once: for 48 kHz -> 16 kHz the kernel is
-    a single low-pass phase applied every 3rd sample.
+    a single low-pass phase applied every 3rd sample. float64 input stays float64 (measurements);
+    anything else is computed in float32.
     """
     if orig_sr == new_sr:
         return wave
@@ -133,10 +148,11 @@ def resample(wave: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     g = math.gcd(int(orig_sr), int(new_sr))
     up, down = int(new_sr) // g, int(orig_sr) // g
     kernel, width = _sinc_resample_kernel(up, down)
+    dtype = torch.float64 if wave.dtype == torch.float64 else torch.float32
     shape, n = wave.shape[:-1], wave.shape[-1]
-    x = wave.reshape(-1, 1, n).float()
+    x = wave.reshape(-1, 1, n).to(dtype)
     x = F.pad(x, (width, width + down))
-    out = F.conv1d(x, kernel.to(x.device), stride=down)                             # [M, up, blocks]
+    out = F.conv1d(x, kernel.to(x.device, dtype), stride=down)                      # [M, up, blocks]
     out = out.transpose(1, 2).reshape(x.size(0), -1)                                # interleave phases
     n_out = int(math.ceil(n * up / down))
     return out[:, :n_out].reshape(*shape, n_out)

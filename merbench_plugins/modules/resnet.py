@@ -125,7 +125,8 @@ def load_torchvision_resnet(model: ResNet18, source, name: str = "resnet18") -> 
     """Load torchvision ResNet-18 weights (a path or a state dict) into ``model``; returns the skipped keys.
 
     ``fc.*`` is dropped, ``module.`` prefixes (DataParallel) are stripped, and for a 1-channel model
-    the 3-channel ``conv1`` kernel is averaged over its input channels. Any other missing key,
+    the 3-channel ``conv1`` kernel is summed over its input channels (timm's choice: a grey image then
+    gives the response the pretrained batch-norm statistics saw for that image in RGB). Any other missing key,
     unexpected key or shape mismatch raises ``ValueError`` listing them all.
     """
     state = _load_file(source) if not isinstance(source, dict) else dict(source)
@@ -134,7 +135,7 @@ def load_torchvision_resnet(model: ResNet18, source, name: str = "resnet18") -> 
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     conv1 = state.get("conv1.weight")
     if conv1 is not None and conv1.dim() == 4 and conv1.size(1) != model.in_channels and model.in_channels == 1:
-        state["conv1.weight"] = conv1.mean(dim=1, keepdim=True)     # grey input: average the RGB filters
+        state["conv1.weight"] = conv1.sum(dim=1, keepdim=True)      # grey g: conv(sum W_c, g) = conv(W, [g, g, g])
     own = model.state_dict()
     # very old checkpoints have no BN step counters; they carry no weights, so their absence is harmless
     missing = sorted(k for k in own if k not in state and not k.endswith("num_batches_tracked"))
