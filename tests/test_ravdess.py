@@ -471,3 +471,246 @@ def test_standalone_runner_end_to_end(tmp_path, capsys):
     for name in ("history.csv", "predictions.csv", "confusion.csv"):
         assert os.path.getsize(os.path.join(out, name)) > 0
     assert main([str(tmp_path / "nowhere"), "--out", out]) == 2
+
+
+# ------------------------------------------------------------------------------------------- crash safety (issue 17)
+
+def _damage(cache):
+    """Truncate, empty, bit-flip and re-settle four cache files; returns {stem: reason fragment}."""
+    stems = sorted(f[:-4] for f in os.listdir(cache) if f.endswith(".npz"))
+    path = lambda stem: os.path.join(cache, stem + ".npz")  # noqa: E731
+    with open(path(stems[0]), "r+b") as f:
+        f.truncate(os.path.getsize(path(stems[0])) // 2)
+    open(path(stems[1]), "wb").close()
+    with np.load(path(stems[2])) as npz:
+        arrays = dict(npz)
+    arrays["frames"] = arrays["frames"].copy()
+    arrays["frames"][0, 0, 0, 0] ^= 1                                     # one bit
+    np.savez(path(stems[2]), **arrays)
+    with np.load(path(stems[3])) as npz:
+        write_cache_file(path(stems[3]), npz["frames"], npz["logmel"], parse_name(stems[3]),
+                         dict(CACHE_SETTINGS, size=64))
+    return {stems[0]: "truncated", stems[1]: "empty", stems[2]: "checksum", stems[3]: "size 64 -> 32"}
+
+
+def test_truncated_empty_damaged_and_other_settings_cache_files_are_named_and_skipped(tmp_path, capsys):
+    from merbench_plugins.data.ravdess import CacheError, read_cache_file
+    from merbench_plugins.train.ravdess_runner import main
+    cache = _write_cache(str(tmp_path / "cache"), actors=range(1, 4), emotions=(1, 3, 4, 5))
+    first = sorted(os.listdir(cache))[0]
+    good = read_cache_file(os.path.join(cache, first), CACHE_SETTINGS)
+    assert good["header"]["checksum"].startswith("crc32:")
+    bad = _damage(cache)
+    for stem, reason in bad.items():
+        p = os.path.join(cache, stem + ".npz")
+        with pytest.raises(CacheError) as err:
+            read_cache_file(p, CACHE_SETTINGS)
+        assert err.value.path == p and reason in str(err.value) and "ravdess-prep" in str(err.value)
+        assert "\n" not in str(err.value)
+    with pytest.raises(CacheError, match="truncated"):                    # the per-file reader: one line, no zip error
+        RavdessClips(argparse.Namespace(ravdess_cache=cache), [list(bad)[0]], [0])[0]
+
+    capsys.readouterr()
+    out = str(tmp_path / "out")
+    rc = main([cache, "--out", out, "--folds", "3", "--max_folds", "1", "--epochs", "1", "--resnet_width", "8",
+               "--hidden_dim", "16", "--batch_size", "8", "--quiet", "--num_frames", "2"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "Traceback" not in err
+    skipped = [line for line in err.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 4 and all(any(stem in line for line in skipped) for stem in bad)
+    summary = json.load(open(os.path.join(out, "results.json")))
+    assert summary["cache"]["clips"] == 3 * 4 * 2 - 4
+    assert sorted(os.path.basename(s["file"])[:-4] for s in summary["cache"]["skipped_files"]) == sorted(bad)
+
+
+def test_in_memory_dataset_batches_equal_the_per_file_readers(tmp_path):
+    from merbench_plugins.data.ravdess import IndexSampler, RavdessMemory
+    from torch.utils.data import DataLoader
+    cache = _write_cache(str(tmp_path / "cache"), actors=(1, 2), emotions=(1, 3, 4, 5))
+    stems = sorted(f[:-4] for f in os.listdir(cache) if f.endswith(".npz"))
+    labels = [i % 4 for i in range(len(stems))]
+    args = argparse.Namespace(ravdess_cache=cache, num_frames=4)
+    memory, per_file = RavdessMemory(args, stems, labels), RavdessClips(args, stems, labels)
+    assert memory.frames.dtype == torch.uint8 and memory.logmels.dtype == torch.float16
+    order = [5, 0, 3, 7, 1, 2, 6, 4, 9, 8]
+    loaders = [DataLoader(d, batch_size=3, sampler=IndexSampler(order), collate_fn=d.collater) for d in (memory, per_file)]
+    n = 0
+    for (b1, e1, v1, n1), (b2, e2, v2, n2) in zip(*loaders):
+        assert n1 == n2 and torch.equal(e1, e2) and torch.equal(v1, v2)
+        assert torch.equal(b1["videos"], b2["videos"]) and b1["videos"].shape[1] == 4
+        assert torch.equal(b1["audios"], b2["audios"].half().float())   # float16 in memory
+        assert (b1["audios"] - b2["audios"]).abs().max() < 5e-3
+        n += len(n1)
+    assert n == len(order) and memory.get_featdim() == per_file.get_featdim() == (64, 0, 3)
+
+
+def test_training_killed_in_a_fold_resumes_at_that_fold(tmp_path, monkeypatch, capsys):
+    from merbench_plugins.train import ravdess_runner
+    cache = _write_cache(str(tmp_path / "cache"), actors=range(1, 7), emotions=(1, 3, 4, 5))
+    flags = ["--folds", "3", "--epochs", "2", "--resnet_width", "8", "--hidden_dim", "16", "--batch_size", "8",
+             "--quiet", "--num_frames", "2"]
+    whole, part = str(tmp_path / "whole"), str(tmp_path / "part")
+    assert ravdess_runner.main([cache, "--out", whole] + flags) == 0
+
+    real, calls = ravdess_runner.train_fold, []
+
+    def dies_in_fold_2(*a, **kw):
+        calls.append(kw["desc"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")                          # a crash in fold 2
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ravdess_runner, "train_fold", dies_in_fold_2)
+    with pytest.raises(KeyboardInterrupt):
+        ravdess_runner.main([cache, "--out", part] + flags)
+    assert os.listdir(os.path.join(part, "folds")) == ["fold_1.json"]
+    kept = json.load(open(os.path.join(part, "results.json")))          # written as fold 1 ended
+    assert kept["train"]["folds_done"] == 1 and len(kept["folds"]) == 1
+    assert not [f for f in os.listdir(part) if f.startswith(".tmp")]
+
+    calls.clear()
+    monkeypatch.setattr(ravdess_runner, "train_fold", lambda *a, **kw: calls.append(kw["desc"]) or real(*a, **kw))
+    capsys.readouterr()
+    assert ravdess_runner.main([cache, "--out", part] + flags) == 0
+    assert calls == ["fold 2/3", "fold 3/3"] and "resuming: folds 1-1 are done" in capsys.readouterr().out
+    a, b = (json.load(open(os.path.join(d, "results.json"))) for d in (whole, part))
+    metrics = ("macro_f1", "acc", "uar", "best_epoch", "val_macro_f1")
+    assert [[f[m] for m in metrics] for f in a["folds"]] == [[f[m] for m in metrics] for f in b["folds"]]
+    assert a["confusion"] == b["confusion"]
+
+    calls.clear()
+    assert ravdess_runner.main([cache, "--out", part] + flags) == 0 and calls == []      # all done: nothing retrained
+    assert ravdess_runner.main([cache, "--out", part, "--epochs", "3"] + flags[:2] + flags[4:]) == 2
+    assert "other settings (flags.epochs 2 -> 3)" in capsys.readouterr().err
+    assert ravdess_runner.main([cache, "--out", part, "--restart", "--max_folds", "1"] + flags) == 0
+    assert calls == ["fold 1/1"] and os.listdir(os.path.join(part, "folds")) == ["fold_1.json"]
+
+
+def test_seed_flag_names_parse_to_the_same_config():
+    from merbench_plugins.config import RavdessAVConfig
+    from merbench_plugins.train.ravdess_runner import build_parser
+    ours = ["c", "--out", "o", "--classes", "8", "--patience", "5", "--scheduler", "cosine", "--modality_dropout",
+            "0.3", "--audio_encoder", "resnet18"]
+    seed = ["c", "--out", "o", "--num_classes", "8", "--early_stopping_patience", "5", "--use_cosine_annealing",
+            "--modality_dropout_p", "0.3", "--use_resnet_audio"]
+    a, b = build_parser().parse_args(ours), build_parser().parse_args(seed)
+    assert vars(a) == vars(b)
+    assert RavdessAVConfig.from_args(a) == RavdessAVConfig.from_args(b)
+    assert (b.classes, b.patience, b.scheduler, b.modality_dropout, b.audio_encoder) == (8, 5, "cosine", 0.3, "resnet18")
+    no_sched = build_parser().parse_args(["c", "--out", "o", "--scheduler", "none"])
+    assert no_sched.scheduler == "none" and build_parser().parse_args(["c", "--out", "o"]).audio_encoder is None
+    from merbench_plugins.train.options import add_model_flags            # main-robust.py takes them too
+    parsed = add_model_flags(argparse.ArgumentParser()).parse_args(["--modality_dropout_p", "0.3", "--use_resnet_audio",
+                                                                    "--num_classes", "8"])
+    assert (parsed.modality_dropout, parsed.audio_encoder, parsed.ravdess_classes) == (0.3, "resnet18", 8)
+
+
+def test_balanced_class_weights_and_the_weighted_loss():
+    from merbench_plugins.train.ravdess_runner import balanced_weights
+    labels = np.array([0] * 16 + [1] * 32 + [2] * 32 + [3] * 32)        # 4-class RAVDESS: neutral has half
+    w = balanced_weights(labels, 4)
+    assert np.allclose(w, [112 / 64, 112 / 128, 112 / 128, 112 / 128]) and w[0] == 2 * w[1]
+    assert np.isclose((w[labels]).sum(), len(labels))                   # the mean sample weight stays 1
+    assert balanced_weights(np.array([1, 1, 2]), 3)[0] == 0.0           # absent class: no weight, no inf
+    model = _model("gated")
+    logits, target = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    assert torch.allclose(model.classification_loss()(logits, target), torch.nn.functional.cross_entropy(logits, target))
+    model.set_class_weights(w)
+    assert torch.allclose(model.classification_loss()(logits, target),
+                          torch.nn.functional.cross_entropy(logits, target, weight=torch.tensor(w, dtype=torch.float32)))
+
+
+def _tone_gain_db(freq, rate=48000, new_rate=16000, dtype=torch.float64):
+    t = torch.arange(3 * rate, dtype=torch.float64) / rate
+    out = resample(torch.sin(2 * math.pi * freq * t).to(dtype), rate, new_rate).double()[4000:-4000]
+    return 20 * math.log10(out.pow(2).mean().sqrt().item() * math.sqrt(2))
+
+
+def test_resampler_stop_band_and_pass_band():
+    gains = {f: _tone_gain_db(f) for f in (1000, 4000, 7000, 7200, 8100, 9000, 12000, 20000)}
+    print("48 -> 16 kHz gain (dB):", {f: round(g, 1) for f, g in gains.items()})
+    assert gains[9000] < -120 and gains[8100] < -120                 # aliases onto 7.0 / 7.9 kHz (issue: -17.5, -7.3)
+    assert gains[12000] < -120 and gains[20000] < -120
+    assert all(abs(gains[f]) < 0.01 for f in (1000, 4000, 7000, 7200))   # flat pass band
+    assert _tone_gain_db(9000, dtype=torch.float32) < -120               # float32 (the prep's dtype) too
+    assert _tone_gain_db(9000, rate=44100) < -120 and abs(_tone_gain_db(1000, rate=44100)) < 0.01
+
+
+def test_prep_killed_then_rerun_with_other_settings_never_mixes_them(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("cv2")
+    from merbench_plugins.data import ravdess_prep
+    from merbench_plugins.data.ravdess import check_cache_file
+    root, out = str(tmp_path / "ravdess"), str(tmp_path / "cache")
+    ravdess_prep.make_synthetic_ravdess(root, actors=(1, 2), emotions=(1, 5), statements=(1, 2), frame_size=(64, 48),
+                                        n_frames=12, seconds=0.5, video_only=False)
+    real, done = ravdess_prep._run_job, []
+
+    def killed_after_3(job):
+        if len(done) == 3:
+            raise SystemExit("kill -9")                                 # the process dies mid-run
+        done.append(job[0].stem)
+        return real(job)
+
+    monkeypatch.setattr(ravdess_prep, "_run_job", killed_after_3)
+    base = [root, out, "--workers", "1", "--crop", "center"]
+    with pytest.raises(SystemExit):
+        ravdess_prep.main(base + ["--size", "64"])
+    manifest = json.load(open(os.path.join(out, "ravdess_prep.json")))
+    assert manifest["status"] == "running" and manifest["params"]["size"] == 64   # written before the first clip
+    assert len([f for f in os.listdir(out) if f.endswith(".npz")]) == 3
+    monkeypatch.setattr(ravdess_prep, "_run_job", real)
+    open(os.path.join(out, ".tmp-abc.npz"), "wb").close()                 # what kill -9 leaves mid-write
+
+    capsys.readouterr()
+    assert ravdess_prep.main(base) == 2                                   # defaults (112): refused, nothing mixed
+    assert "size 64 -> 112" in capsys.readouterr().err
+    assert ravdess_prep.main(base + ["--size", "64"]) == 0                # the same settings: resumes
+    assert "3 already cached, 5 to do" in capsys.readouterr().out
+    assert ravdess_prep.main(base + ["--overwrite"]) == 0                 # other settings, explicitly: every clip
+    files = sorted(f for f in os.listdir(out) if f.endswith(".npz"))
+    settings = json.load(open(os.path.join(out, "ravdess_prep.json")))["params"]
+    assert len(files) == 8 and settings["size"] == 112 and not [f for f in os.listdir(out) if f.startswith(".tmp")]
+    assert all(check_cache_file(os.path.join(out, f), settings) is None for f in files)
+
+    # a manifest lost with the crash: each file's own header still tells the 64 ones apart
+    os.unlink(os.path.join(out, "ravdess_prep.json"))
+    ravdess_prep.main(base + ["--size", "64", "--limit", "2"])            # 2 files at 64, manifest says 64
+    os.unlink(os.path.join(out, "ravdess_prep.json"))
+    capsys.readouterr()
+    assert ravdess_prep.main(base) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("made with other settings (size 64 -> 112)") == 2 and "6 already cached, 2 to do" in printed
+    assert all(check_cache_file(os.path.join(out, f), settings) is None for f in files)
+
+
+def test_prep_rebuilds_truncated_and_empty_cache_files_and_counts_clips_without_a_face(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("cv2")
+    from merbench_plugins.data import ravdess_prep
+    from merbench_plugins.data.ravdess import check_cache_file
+    root, out = str(tmp_path / "ravdess"), str(tmp_path / "cache")
+    ravdess_prep.make_synthetic_ravdess(root, actors=(1,), emotions=(1, 5), statements=(1, 2), frame_size=(64, 48),
+                                        n_frames=12, seconds=0.5, video_only=False)
+
+    class NoFace:
+        def detectMultiScale(self, grey, **kw):
+            return np.zeros((0, 4), int)
+
+    cascade = tmp_path / "cascade.xml"
+    cascade.write_text("stub")
+    monkeypatch.setattr(ravdess_prep, "_detector", lambda path: NoFace())
+    base = [root, out, "--workers", "1", "--crop", "face", "--cascade", str(cascade)]
+    assert ravdess_prep.main(base) == 0
+    assert "4 of 4 clips had no detected face" in capsys.readouterr().out
+    manifest = json.load(open(os.path.join(out, "ravdess_prep.json")))
+    assert manifest["crops"] == {"no_face": 4} and len(manifest["no_face"]) == 4 and manifest["status"] == "complete"
+
+    files = sorted(os.path.join(out, f) for f in os.listdir(out) if f.endswith(".npz"))
+    with open(files[0], "r+b") as f:
+        f.truncate(1000)
+    open(files[1], "wb").close()
+    assert ravdess_prep.main(base) == 0
+    printed = capsys.readouterr().out
+    assert f"rebuilding {files[0]}: unreadable, truncated" in printed and f"rebuilding {files[1]}: empty file" in printed
+    assert "2 already cached, 2 to do (2 bad file(s) to rebuild)" in printed
+    assert all(check_cache_file(f, manifest["params"]) is None for f in files)
+    assert len(json.load(open(os.path.join(out, "ravdess_prep.json")))["rebuilt"]) == 2

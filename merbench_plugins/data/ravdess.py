@@ -400,13 +400,26 @@ class CacheArrays:
     seconds: float = 0.0
 
 
+def majority_settings(paths: Sequence[str]) -> Optional[Dict]:
+    """The settings most of the files' headers hold (only the small header member is read)."""
+    votes = Counter()
+    for path in paths:
+        try:
+            with np.load(path) as npz:
+                votes[json.dumps(json.loads(str(npz["header"])).get("settings"), sort_keys=True)] += 1
+        except Exception:  # noqa: BLE001 - unreadable files are reported by the full read
+            continue
+    return json.loads(votes.most_common(1)[0][0]) if votes else None
+
+
 def load_cache(cache_dir: str, stems: Sequence[str], num_frames: Optional[int] = None,
                settings: Optional[Dict] = None) -> CacheArrays:
     """Read every ``stems`` file once, verified, into two arrays. Files that fail (see
     :func:`read_cache_file`) are left out and listed in ``problems``. ``settings``: those of the
-    manifest, else of the first good file; a file made with others is a problem too."""
+    manifest, else those most files hold; a file made with others is a problem too."""
     start = time.time()
-    settings = settings or manifest_settings(cache_dir)
+    settings = settings or manifest_settings(cache_dir) or majority_settings(
+        [os.path.join(cache_dir, stem + ".npz") for stem in stems])
     frames = logmels = None
     kept, problems, crops = [], [], Counter()
     for i, stem in enumerate(stems):
@@ -416,7 +429,6 @@ def load_cache(cache_dir: str, stems: Sequence[str], num_frames: Optional[int] =
         except CacheError as err:
             problems.append((err.path, err.reason))
             continue
-        settings = settings or got["header"]["settings"]
         clip_frames = _pick_frames(got["frames"], num_frames)
         if frames is None:                            # one allocation for all clips: no list + stack copy
             frames = np.empty((len(stems),) + clip_frames.shape, np.uint8)
@@ -597,7 +609,8 @@ class RAVDESS:
         items = [items[i] for i in arrays.kept]
         self.folds = actor_folds([c.name.actor for c in items], self.n_folds, self.n_val)
         dataset = RavdessMemory(self.args, [c.stem for c in items], [c.label for c in items], arrays=arrays)
-        self.labels = np.array([c.label for c in items])
+        self.items_kept = items
+        self.labels = np.array([c.label for c in items], dtype=np.int64)
         self.stems = [c.stem for c in items]
         mb = (arrays.frames.numel() + 2 * arrays.logmels.numel()) / 2 ** 20
         print(f"RAVDESS: {len(items)} clips ({mb:.0f} MB read into memory in {arrays.seconds:.1f} s"

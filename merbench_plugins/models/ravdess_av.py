@@ -125,9 +125,18 @@ class RavdessAV(nn.Module):
         self.val_head = nn.Linear(h, output_dim2) if output_dim2 > 0 else None
         self.output_dim2 = output_dim2
         self.dropout = nn.Dropout(cfg.dropout)
+        self.class_weight = None
 
     def set_epoch(self, epoch: int):
         self.modality_dropout.set_epoch(epoch)
+
+    def set_class_weights(self, weights=None):
+        """Per-class weights of the cross-entropy (``ravdess-train --class_weights balanced``); None: unweighted."""
+        self.class_weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+
+    def classification_loss(self) -> nn.Module:
+        """The engine's classification loss: cross-entropy, class-weighted after :meth:`set_class_weights`."""
+        return nn.CrossEntropyLoss(weight=self.class_weight)
 
     # -- encoders -------------------------------------------------------------------------------
 

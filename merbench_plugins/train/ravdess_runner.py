@@ -8,18 +8,26 @@ early on the validation actors' macro-F1, then scores its best checkpoint once o
 Writes to OUT: ``results.csv`` / ``results.json`` (per fold, mean and std of macro-F1, weighted F1,
 accuracy, UAR), ``history.csv``, ``predictions.csv``, ``confusion.csv`` and, with matplotlib,
 ``confusion.png`` and ``curves.png``.
+
+Crash safety: ``OUT/run.json`` (the settings and the clips) is written before the first fold and
+``OUT/folds/fold_K.json`` atomically as fold K ends, with the tables above refreshed for the folds
+done so far. Rerunning the same command resumes at the first unfinished fold (every fold starts
+from the same seed, so the results equal an uninterrupted run's); other settings are refused,
+``--restart`` starts over.
 """
 import argparse
+import hashlib
+import json
 import os
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 
 from ..config import RavdessAVConfig
-from ..data.ravdess import RAVDESS, classification_metrics, confusion_matrix
+from ..data.ravdess import RAVDESS, CacheError, classification_metrics, confusion_matrix, fold_indices
 from ..registry import create_model
 from . import report
 from .engine import TrainOptions, resolve_device, seed_everything, train_fold
@@ -27,6 +35,9 @@ from .engine import TrainOptions, resolve_device, seed_everything, train_fold
 METRICS = ("macro_f1", "weighted_f1", "acc", "uar")
 HEADERS = {"macro_f1": "macro-F1", "weighted_f1": "weighted-F1", "acc": "accuracy", "uar": "UAR"}
 DATASET_FLAGS = ("ravdess_cache", "ravdess_classes", "ravdess_folds", "ravdess_val_actors")
+# flags that do not change a fold's result: a rerun may change them and still resume
+NOT_SETTINGS = ("cache_dir", "out", "quiet", "num_workers", "restart", "max_folds", "device")
+RUN_FILE = "run.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,17 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=6, help="actor-independent folds (default 6: 4 test actors each of 24)")
     p.add_argument("--val_actors", type=int, default=None,
                    help="validation actors per fold, the actors after the test group (default: a fold's worth)")
-    p.add_argument("--classes", type=int, choices=[4, 8], default=4,
+    p.add_argument("--classes", "--num_classes", dest="classes", type=int, choices=[4, 8], default=4,
                    help="4 (default): neutral/happy/sad/angry; 8: all RAVDESS emotions")
     p.add_argument("--epochs", type=int, default=30, help="maximum epochs per fold (default 30)")
     p.add_argument("--batch_size", type=int, default=16, help="default 16")
     p.add_argument("--weight_decay", type=float, default=1e-4, help="AdamW weight decay (default 1e-4)")
-    p.add_argument("--patience", type=int, default=8,
-                   help="early stopping: epochs without a better validation macro-F1 (default 8)")
+    p.add_argument("--patience", "--early_stopping_patience", dest="patience", type=int, default=8,
+                   help="early stopping: epochs without a better validation macro-F1 (default 8; 0 = off)")
+    p.add_argument("--scheduler", default="cosine", choices=["cosine", "step", "none"],
+                   help="learning-rate schedule (default cosine annealing over --epochs)")
+    p.add_argument("--use_cosine_annealing", dest="scheduler", action="store_const", const="cosine",
+                   help="same as --scheduler cosine (the seed's flag)")
+    p.add_argument("--class_weights", default="none", choices=["none", "balanced"],
+                   help="balanced: cross-entropy weighted n / (classes * count) by each fold's training labels "
+                        "(4-class neutral has half the clips of the others); default none")
     p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     p.add_argument("--max_folds", type=int, default=None, help="run only the first N folds (quick runs)")
-    p.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes (default 2)")
+    p.add_argument("--num_workers", type=int, default=0,
+                   help="DataLoader worker processes (default 0: the cache is in memory, batches are slices)")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the finished folds in OUT and start over (default: resume at the first "
+                        "unfinished fold)")
     p.add_argument("--seed", type=int, default=42, help="seed, reset before every fold (default 42)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     RavdessAVConfig.add_arguments(p, skip=DATASET_FLAGS)
@@ -130,6 +152,134 @@ def save_plots(out: str, history: List[Dict], confusion: np.ndarray, names: List
 # ---------------------------------------------------------------------------------------------------
 
 
+def balanced_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """sklearn's 'balanced' class weights n / (classes * count); a class absent from ``labels`` gets 0."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    return np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
+
+
+def run_settings(args, cfg, data) -> Dict:
+    """What a fold's result depends on: the flags (less NOT_SETTINGS), the model config, the clips."""
+    flags = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_SETTINGS}
+    clips = hashlib.sha1("\n".join(data.stems).encode()).hexdigest()[:16]
+    return {"flags": flags, "config": vars(cfg), "clips": len(data.stems), "clips_sha1": clips,
+            "cache": os.path.abspath(args.cache_dir)}
+
+
+def _diff(old: Dict, new: Dict, prefix: str = "") -> List[str]:
+    keys = sorted(set(old) | set(new))
+    out = []
+    for k in keys:
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k} {a} -> {b}")
+    return out
+
+
+def fold_path(out: str, k: int) -> str:
+    return os.path.join(out, "folds", f"fold_{k + 1}.json")
+
+
+def prepare_out(out: str, settings: Dict, restart: bool, n_folds: int) -> List[Dict]:
+    """Write ``run.json`` and return the finished folds' records (a prefix: resume at the first missing).
+    Raises ``ValueError`` when OUT holds a run with other settings (and no --restart)."""
+    run_path = os.path.join(out, RUN_FILE)
+    folds_dir = os.path.dirname(fold_path(out, 0))
+    if restart and os.path.isdir(folds_dir):
+        for name in os.listdir(folds_dir):
+            if name.startswith("fold_") and name.endswith(".json"):
+                os.unlink(os.path.join(folds_dir, name))
+    elif os.path.exists(run_path):
+        try:
+            with open(run_path) as f:
+                old = json.load(f)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{run_path} is unreadable ({err}); pass --restart to start over") from None
+        changed = _diff(json.loads(json.dumps(old)), json.loads(json.dumps(settings)))
+        if changed:
+            shown = ", ".join(changed[:6]) + (f" (+{len(changed) - 6} more)" if len(changed) > 6 else "")
+            raise ValueError(f"{out} holds a run with other settings ({shown}); pass --restart to start over "
+                             f"there, or another --out")
+    report.write_json(run_path, settings)
+    done = []
+    for k in range(n_folds):
+        try:
+            with open(fold_path(out, k)) as f:
+                done.append(json.load(f))
+        except (OSError, ValueError):
+            break                                   # missing or half-written (never: writes are atomic)
+    return done
+
+
+def write_outputs(out: str, records: List[Dict], data, meta: Dict, plots: bool = False) -> List[str]:
+    """results.csv/json, history.csv, predictions.csv, confusion.csv for the folds done (atomic writes)."""
+    rows = [r["row"] for r in records]
+    mean = {m: float(np.mean([r[m] for r in rows])) for m in METRICS}
+    std = {m: float(np.std([r[m] for r in rows])) for m in METRICS}            # population std (ddof=0)
+    history = [h for r in records for h in r["history"]]
+    confusion = np.sum([np.asarray(r["confusion"], dtype=np.int64) for r in records], axis=0)
+    report.write_csv(os.path.join(out, "results.csv"),
+               ["fold", "test_actors", "val_actors", "n_train", "n_val", "n_test", "best_epoch", "val_macro_f1",
+                *METRICS, "seconds"],
+               [[r["fold"], _actors(r["test_actors"]), _actors(r["val_actors"]), r["n_train"], r["n_val"], r["n_test"],
+                 r["best_epoch"], f"{r['val_macro_f1']:.4f}", *[f"{r[m]:.4f}" for m in METRICS], r["seconds"]]
+                for r in rows] +
+               [["mean", "", "", "", "", "", "", "", *[f"{mean[m]:.4f}" for m in METRICS], ""],
+                ["std", "", "", "", "", "", "", "", *[f"{std[m]:.4f}" for m in METRICS], ""]])
+    report.write_csv(os.path.join(out, "history.csv"), ["fold", "epoch", "train_loss", "val_loss", "val_macro_f1", "lr"],
+               [[h["fold"], h["epoch"], f"{h['train_loss']:.5f}", f"{h['val_loss']:.5f}", f"{h['val_macro_f1']:.4f}",
+                 f"{h['lr']:.3g}"] for h in history])
+    report.write_csv(os.path.join(out, "predictions.csv"),
+               ["fold", "clip", "label", "prediction"] + [f"p_{c}" for c in data.class_names],
+               [p for r in records for p in r["predictions"]])
+    report.write_csv(os.path.join(out, "confusion.csv"), ["true \\ predicted"] + data.class_names,
+               [[c] + list(map(int, confusion[i])) for i, c in enumerate(data.class_names)])
+    summary = dict(meta, folds=rows, mean=mean, std=std, std_note="population std over folds (ddof=0)",
+                   metric_note="macro_f1 = unweighted mean of per-class F1; uar = mean per-class recall",
+                   confusion=confusion.tolist())
+    summary["train"] = dict(meta["train"], folds_done=len(rows))
+    report.write_json(os.path.join(out, "results.json"), summary)
+    return save_plots(out, history, confusion, data.class_names) if plots else []
+
+
+def run_fold(k: int, n_folds: int, data, loaders, ns, args, opts, device) -> Dict:
+    """Train and test fold k; its record (table row, history, predictions, confusion) for fold_K.json."""
+    train_loaders, eval_loaders = loaders
+    fold = data.folds[k]
+    train_idx, _, _ = fold_indices(data.items_kept, fold)
+    weights = balanced_weights(data.labels[train_idx], data.num_classes) if args.class_weights == "balanced" else None
+
+    def build():
+        model = create_model("ravdess_av", ns)
+        model.set_class_weights(weights)
+        return model
+
+    seed_everything(args.seed)
+    result = train_fold(build, train_loaders[k], eval_loaders[k], [data.fold_test_loaders[k]], opts, device,
+                        data.calculate_results, desc=f"fold {k + 1}/{n_folds}")
+    test = result.test_results[0]
+    labels = np.asarray(test["emolabels"], dtype=np.int64)
+    probs = np.asarray(test["emoprobs"])
+    preds = probs.argmax(1)
+    metrics = classification_metrics(labels, preds, data.num_classes)
+    row = {"fold": k + 1, "test_actors": list(fold.test), "val_actors": list(fold.val),
+           "train_actors": list(fold.train), "n_train": len(train_loaders[k].sampler),
+           "n_val": len(eval_loaders[k].sampler), "n_test": int(labels.size), "best_epoch": result.best_epoch,
+           "val_macro_f1": float(result.best_metric), "seconds": round(result.seconds, 1),
+           "class_weights": None if weights is None else [round(float(w), 4) for w in weights], **metrics}
+    history = [{"fold": k + 1, "epoch": h["epoch"], "train_loss": h["train_loss"], "val_loss": h["eval_loss"],
+                "val_macro_f1": h["eval_metric"], "lr": h["lr"]} for h in result.history]
+    predictions = [[k + 1, name, data.class_names[y], data.class_names[p]] + [f"{x:.4f}" for x in pr]
+                   for name, y, p, pr in zip(test["names"], labels, preds, probs)]
+    print(f"fold {k + 1}/{n_folds}: test actors {_actors(fold.test)} | best epoch {result.best_epoch} "
+          f"(val macro-F1 {result.best_metric:.4f}) | test " +
+          " ".join(f"{HEADERS[m]} {metrics[m]:.4f}" for m in METRICS) + f" | {result.seconds:.0f} s")
+    return {"row": row, "history": history, "predictions": predictions,
+            "confusion": confusion_matrix(labels, preds, data.num_classes).tolist()}
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     ns = argparse.Namespace(**vars(args))
@@ -137,82 +287,48 @@ def main(argv=None) -> int:
     ns.ravdess_folds, ns.ravdess_val_actors = args.folds, args.val_actors
     try:
         data = RAVDESS(ns)                     # sets ns.output_dim1 / output_dim2 / metric_name
-        train_loaders, eval_loaders, _ = data.get_loaders()
+        loaders = data.get_loaders()[:2]       # reads the cache once; bad files skipped, one line each
         cfg = RavdessAVConfig.from_args(ns)
-    except (ValueError, FileNotFoundError) as err:
+        n_folds = min(len(data.folds), args.max_folds or len(data.folds))
+        os.makedirs(args.out, exist_ok=True)
+        done = prepare_out(args.out, run_settings(args, cfg, data), args.restart, n_folds)
+    except (ValueError, FileNotFoundError, CacheError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     device = resolve_device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    n_folds = min(len(data.folds), args.max_folds or len(data.folds))
-    os.makedirs(args.out, exist_ok=True)
-    opts = TrainOptions(epochs=args.epochs, lr=cfg.lr, weight_decay=args.weight_decay, scheduler="cosine",
+    opts = TrainOptions(epochs=args.epochs, lr=cfg.lr, weight_decay=args.weight_decay, scheduler=args.scheduler,
                         early_stop=args.patience, output_dim1=data.num_classes, output_dim2=0, metric_name="emo",
                         amp=args.amp and device.type == "cuda", show_progress=not args.quiet)
-    print(f"ravdess_av fusion={cfg.fusion} audio_encoder={cfg.audio_encoder} classes={data.class_names} "
-          f"device={device}{' amp' if opts.amp else ''}; {n_folds} of {len(data.folds)} folds")
-
-    fold_rows, history, predictions = [], [], []
-    total_confusion = np.zeros((data.num_classes, data.num_classes), dtype=np.int64)
+    print(f"ravdess_av fusion={cfg.fusion} audio_encoder={cfg.audio_encoder} lr={cfg.lr:g} classes={data.class_names} "
+          f"class_weights={args.class_weights} device={device}{' amp' if opts.amp else ''}; {n_folds} of "
+          f"{len(data.folds)} folds")
+    if done:
+        print(f"resuming: folds 1-{len(done)} are done in {args.out}/folds (--restart to start over)")
+    meta = {"model": "ravdess_av", "classes": data.class_names, "device": str(device), "amp": opts.amp,
+            "config": vars(cfg), "lr": cfg.lr, "class_weights": args.class_weights,
+            "train": {"epochs": args.epochs, "batch_size": args.batch_size, "weight_decay": args.weight_decay,
+                      "patience": args.patience, "scheduler": args.scheduler, "seed": args.seed,
+                      "folds": len(data.folds), "folds_run": n_folds},
+            "cache": {"clips": len(data.stems), "skipped_files": [{"file": p, "reason": r} for p, r in data.skipped],
+                      "crops": data.crops, "no_face": data.crops.get("no_face", 0)}}
+    records = list(done)
     start = time.time()
-    for k in range(n_folds):
-        fold = data.folds[k]
-        seed_everything(args.seed)
+    for k in range(len(done), n_folds):
         try:
-            result = train_fold(lambda: create_model("ravdess_av", ns), train_loaders[k], eval_loaders[k],
-                                [data.fold_test_loaders[k]], opts, device, data.calculate_results,
-                                desc=f"fold {k + 1}/{n_folds}")
-        except (ValueError, FileNotFoundError) as err:   # e.g. weights that do not fit
+            records.append(run_fold(k, n_folds, data, loaders, ns, args, opts, device))
+        except (ValueError, FileNotFoundError, CacheError) as err:   # e.g. weights that do not fit
             print(f"error: {err}", file=sys.stderr)
             return 2
-        test = result.test_results[0]
-        labels = np.asarray(test["emolabels"], dtype=np.int64)
-        probs = np.asarray(test["emoprobs"])
-        preds = probs.argmax(1)
-        metrics = classification_metrics(labels, preds, data.num_classes)
-        total_confusion += confusion_matrix(labels, preds, data.num_classes)
-        row = {"fold": k + 1, "test_actors": list(fold.test), "val_actors": list(fold.val),
-               "train_actors": list(fold.train), "n_train": len(train_loaders[k].sampler),
-               "n_val": len(eval_loaders[k].sampler), "n_test": int(labels.size), "best_epoch": result.best_epoch,
-               "val_macro_f1": float(result.best_metric), "seconds": round(result.seconds, 1), **metrics}
-        fold_rows.append(row)
-        history += [{"fold": k + 1, "epoch": h["epoch"], "train_loss": h["train_loss"], "val_loss": h["eval_loss"],
-                     "val_macro_f1": h["eval_metric"], "lr": h["lr"]} for h in result.history]
-        predictions += [[k + 1, name, data.class_names[y], data.class_names[p]] + [f"{x:.4f}" for x in pr]
-                        for name, y, p, pr in zip(test["names"], labels, preds, probs)]
-        print(f"fold {k + 1}/{n_folds}: test actors {_actors(fold.test)} | best epoch {result.best_epoch} "
-              f"(val macro-F1 {result.best_metric:.4f}) | test " +
-              " ".join(f"{HEADERS[m]} {metrics[m]:.4f}" for m in METRICS) + f" | {result.seconds:.0f} s")
+        report.write_json(fold_path(args.out, k), records[-1])          # atomic: a crash keeps every finished fold
+        write_outputs(args.out, records, data, dict(meta, seconds=round(time.time() - start, 1)))
 
-    mean = {m: float(np.mean([r[m] for r in fold_rows])) for m in METRICS}
-    std = {m: float(np.std([r[m] for r in fold_rows])) for m in METRICS}        # population std (ddof=0)
-    print("\n" + format_table(fold_rows, mean, std))
-
-    report.write_csv(os.path.join(args.out, "results.csv"),
-               ["fold", "test_actors", "val_actors", "n_train", "n_val", "n_test", "best_epoch", "val_macro_f1",
-                *METRICS, "seconds"],
-               [[r["fold"], _actors(r["test_actors"]), _actors(r["val_actors"]), r["n_train"], r["n_val"], r["n_test"],
-                 r["best_epoch"], f"{r['val_macro_f1']:.4f}", *[f"{r[m]:.4f}" for m in METRICS], r["seconds"]]
-                for r in fold_rows] +
-               [["mean", "", "", "", "", "", "", "", *[f"{mean[m]:.4f}" for m in METRICS], ""],
-                ["std", "", "", "", "", "", "", "", *[f"{std[m]:.4f}" for m in METRICS], ""]])
-    report.write_csv(os.path.join(args.out, "history.csv"), ["fold", "epoch", "train_loss", "val_loss", "val_macro_f1", "lr"],
-               [[h["fold"], h["epoch"], f"{h['train_loss']:.5f}", f"{h['val_loss']:.5f}", f"{h['val_macro_f1']:.4f}",
-                 f"{h['lr']:.3g}"] for h in history])
-    report.write_csv(os.path.join(args.out, "predictions.csv"),
-               ["fold", "clip", "label", "prediction"] + [f"p_{c}" for c in data.class_names], predictions)
-    report.write_csv(os.path.join(args.out, "confusion.csv"), ["true \\ predicted"] + data.class_names,
-               [[c] + list(map(int, total_confusion[i])) for i, c in enumerate(data.class_names)])
-    plots = save_plots(args.out, history, total_confusion, data.class_names)
-    import json
-    summary = {"model": "ravdess_av", "classes": data.class_names, "device": str(device), "amp": opts.amp,
-               "seconds": round(time.time() - start, 1), "config": vars(cfg),
-               "train": {"epochs": args.epochs, "batch_size": args.batch_size, "weight_decay": args.weight_decay,
-                         "patience": args.patience, "seed": args.seed, "folds": len(data.folds), "folds_run": n_folds},
-               "folds": fold_rows, "mean": mean, "std": std, "std_note": "population std over folds (ddof=0)",
-               "metric_note": "macro_f1 = unweighted mean of per-class F1; uar = mean per-class recall",
-               "confusion": total_confusion.tolist()}
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    rows = [r["row"] for r in records]
+    mean = {m: float(np.mean([r[m] for r in rows])) for m in METRICS}
+    std = {m: float(np.std([r[m] for r in rows])) for m in METRICS}
+    print("\n" + format_table(rows, mean, std))
+    if data.crops.get("no_face"):
+        print(f"note: {data.crops['no_face']} of {len(data.stems)} clips had no detected face (central square used)")
+    plots = write_outputs(args.out, records, data, dict(meta, seconds=round(time.time() - start, 1)), plots=True)
     print(f"\nwrote {args.out}/results.csv, results.json, history.csv, predictions.csv, confusion.csv"
           + "".join(f", {os.path.basename(p)}" for p in plots))
     return 0
