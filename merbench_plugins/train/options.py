@@ -29,7 +29,10 @@ def add_training_flags(parser: argparse.ArgumentParser, *, merbench: bool = Fals
     g.add_argument("--batch_size", type=int, default=32, help="batch size")
     g.add_argument("--l2", type=float, default=1e-5, help="AdamW weight decay")
     g.add_argument("--scheduler", default="cosine", choices=["cosine", "step", "none"], help="LR schedule")
-    g.add_argument("--early_stop", type=int, default=20 if merbench else 12,
+    g.add_argument("--use_cosine_annealing", dest="scheduler", action="store_const", const="cosine",
+                   help="same as --scheduler cosine (the RAVDESS seed's flag)")
+    g.add_argument("--early_stop", "--early_stopping_patience", dest="early_stop", type=int,
+                   default=20 if merbench else 12,
                    help="stop a fold after this many epochs without eval improvement (0 = off)")
     g.add_argument("--emo_weight", type=float, default=1.0, help="weight of the emotion classification loss")
     g.add_argument("--val_weight", type=float, default=1.0, help="weight of the valence regression loss")
