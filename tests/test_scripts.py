@@ -423,3 +423,26 @@ def test_mean_std():
     assert summarize.mean_std([1.0, None, 3.0]) == (2.0, pytest.approx(2 ** 0.5), 2)
     assert summarize.mean_std([None, float("nan")]) == (None, None, 0)
     assert summarize.format_cell(0.5, None) == "0.5000" and summarize.format_cell(None, None) == "-"
+
+
+def test_summarize_never_averages_different_settings_as_seeds(tmp_path, capsys):
+    """A search folder holds differently tuned trials and seed re-runs: only seeds of one configuration pool."""
+    def run(folder, seed, f1, hidden, epochs=2):
+        folder.mkdir(parents=True)
+        (folder / "summary_m_1.json").write_text(json.dumps({
+            "model": "m", "seed": seed, "dataset": "MER2023", "features": ["a", "t", "v"], "feat_type": "utt",
+            "settings": {"hidden_dim": hidden, "dropout": 0.1}, "protocol": {"epochs": epochs},
+            "cv": {"f1": f1}, "tests": {"test1": {"f1": f1}}}))
+    run(tmp_path / "trials" / "t0", 42, 0.2, 64)
+    run(tmp_path / "trials" / "t1", 42, 0.8, 128)
+    run(tmp_path / "best" / "s43", 43, 0.6, 128)
+    run(tmp_path / "best" / "s44", 44, 0.4, 128)
+    run(tmp_path / "other", 45, 0.9, 128, epochs=5)
+    assert cli(["summarize", str(tmp_path), "--tests", "test1", "--metrics", "f1"]) == 0
+    err = capsys.readouterr().err
+    assert "3 different configurations" in err and "protocol.epochs, settings.hidden_dim" in err
+    rows = {r["variant"]: r for r in csv.DictReader(open(tmp_path / "summary.csv"))}
+    assert set(rows) == {"m [epochs=2, hidden_dim=64]", "m [epochs=2, hidden_dim=128]", "m [epochs=5, hidden_dim=128]"}
+    tuned = rows["m [epochs=2, hidden_dim=128]"]
+    assert (tuned["runs"], tuned["seeds"]) == ("3", "42 43 44")
+    assert float(tuned["test1_f1_mean"]) == pytest.approx(0.6) and float(tuned["test1_f1_std"]) == pytest.approx(0.2)

@@ -182,7 +182,8 @@ def main(argv=None):
             avg["names"], avg.get("emoprobs", []), avg.get("emolabels", []), avg.get("valpreds", []),
             avg.get("vallabels", []), groups, calc)
     summary = {"model": args.model, "dataset": args.dataset, "features": features, "feat_type": args.feat_type,
-               "settings": options.model_settings(args, args.model), "seed": args.seed, "cv": cv, "tests": tests,
+               "settings": options.model_settings(args, args.model), "protocol": options.protocol(args),
+               "seed": args.seed, "cv": cv, "tests": tests,
                "tests_by_condition": by_condition,
                "folds": [f.record(k, test=summarise(f.test_results[0]) if fold_tests else None)
                          for k, f in enumerate(folds)]}

@@ -45,6 +45,16 @@ def add_training_flags(parser: argparse.ArgumentParser, *, merbench: bool = Fals
     return add_robust_flags(parser)
 
 
+PROTOCOL_FLAGS = ("epochs", "batch_size", "l2", "scheduler", "early_stop", "emo_weight", "val_weight", "amp",
+                  "optimizer", "average", "folds")
+
+
+def protocol(args: argparse.Namespace) -> dict:
+    """The training flags a run's result depends on besides its model settings and seed (kept in its
+    summary, so `summarize` never averages runs of different protocols as seeds)."""
+    return {k: getattr(args, k) for k in PROTOCOL_FLAGS if getattr(args, k, None) is not None}
+
+
 def add_robust_flags(parser: argparse.ArgumentParser):
     g = parser.add_argument_group("robust evaluation")
     g.add_argument("--robust_eval", action="store_true",

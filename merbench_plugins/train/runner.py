@@ -151,7 +151,8 @@ def train_model(args, model_name, ds, train, tests, device, stamp):
     return {
         "model": model_name, "dataset": args.dataset, "feat_type": args.feat_type,
         "features": [args.audio_feature, args.text_feature, args.video_feature],
-        "settings": options.model_settings(margs, model_name), "seed": args.seed, "metric": margs.metric_name,
+        "settings": options.model_settings(margs, model_name), "protocol": options.protocol(args),
+        "seed": args.seed, "metric": margs.metric_name,
         "cv": engine.cv_summary(folds), "tests": tests_summary, "tests_by_condition": by_condition,
         "result_files": files,
         "folds": [f.record(k, tests={t.name: summarise(r) for t, r in zip(tests, f.test_results)})

@@ -3,7 +3,9 @@
 Finds every run summary under the given folders (recursively: the standalone runner's
 ``summary_<model>_<time>.json`` and main-robust.py's ``<save_root>-*/summary/*.json``), groups them
 by the variant recorded beside the runs (``variant.json`` / ``variant.txt`` in a run's folder or a
-parent of it, written by run_ablation.sh and train_v*.sh) or by model, and writes
+parent of it, written by run_ablation.sh and train_v*.sh) or by model, splits every group whose runs
+differ in anything but the seed (model, settings, dataset, features, protocol: they are not seeds of
+one run; a warning names the fields), and writes
 ``summary.csv`` + ``summary.md`` (the latest) and timestamped copies (never overwritten).
 """
 import argparse
@@ -121,6 +123,50 @@ def group_runs(runs: List[Run], by: str) -> Dict[str, List[Run]]:
     return {k: sorted(groups[k], key=lambda r: (str(r.seed), r.path)) for k in sorted(groups, key=rank)}
 
 
+CONFIG_FIELDS = ("model", "dataset", "features", "feat_type", "metric", "settings", "protocol")
+
+
+def configuration(run: Run) -> Dict[str, str]:
+    """Everything recorded in a run's summary that decides its result, except the seed: field -> JSON."""
+    flat = {}
+    for field in CONFIG_FIELDS:
+        value = run.summary.get(field)
+        if isinstance(value, dict):
+            flat.update({f"{field}.{k}": json.dumps(v, sort_keys=True) for k, v in value.items()})
+        else:
+            flat[field] = json.dumps(value, sort_keys=True)
+    folds = run.summary.get("folds")
+    flat["folds"] = json.dumps(len(folds) if isinstance(folds, list) else None)
+    return flat
+
+
+def split_configurations(groups: Dict[str, List[Run]]) -> Dict[str, List[Run]]:
+    """Split every group whose runs differ in anything but the seed (they are not seeds of one run),
+    saying so; the parts are named by the fields that differ."""
+    out: Dict[str, List[Run]] = {}
+    for key, members in groups.items():
+        parts: Dict[str, List[Run]] = {}
+        for r in members:
+            parts.setdefault(json.dumps(configuration(r), sort_keys=True), []).append(r)
+        if len(parts) == 1:
+            out[key] = members
+            continue
+        flats = [json.loads(k) for k in parts]
+        differ = sorted(f for f in set().union(*flats) if len({flat.get(f) for flat in flats}) > 1)
+        print(f"warning: group {key!r} holds runs of {len(parts)} different configurations (they differ in "
+              f"{', '.join(differ)}), not seeds of one: split into {len(parts)} rows", file=sys.stderr)
+        for flat, runs in zip(flats, parts.values()):
+            label = ", ".join(f"{f.split('.', 1)[-1]}={json.loads(flat[f]) if f in flat else '-'}" for f in differ)
+            out[f"{key} [{label}]"] = runs
+    for key, members in out.items():
+        seeds = [str(r.seed) for r in members]
+        repeated = sorted({x for x in seeds if seeds.count(x) > 1})
+        if repeated:
+            print(f"warning: group {key!r} has seed(s) {', '.join(repeated)} more than once (the same run twice?); "
+                  "its std is not over independent seeds", file=sys.stderr)
+    return out
+
+
 def mean_std(values):
     """(mean, sample std, n) over the non-missing values; std is None for a single value."""
     xs = np.array([v for v in values if v is not None], dtype=float)
@@ -223,7 +269,7 @@ def main(argv=None):
         return 2
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     tests = [t.strip() for t in args.tests.split(",") if t.strip()] if args.tests else None
-    groups = group_runs(runs, args.group_by)
+    groups = split_configurations(group_runs(runs, args.group_by))
     columns, stats = aggregate(groups, metrics, tests)
     if not columns:
         print(f"error: none of the {len(runs)} runs has a value for metrics {metrics} on tests {tests or 'any'}",
