@@ -115,7 +115,7 @@ def test_model_output_ignores_missing_modality_input(name, feat_type):
 def test_v2_dropout_reaches_the_fusion():
     """The seed dropped z but fused mu; here a dropped modality must get zero fusion weight."""
     torch.manual_seed(0)
-    model = create_model("attention_robust_v2", model_args(modality_dropout=0.9, modality_dropout_warmup=0)).train()
+    model = create_model("attention_robust_v2", model_args(use_modality_dropout=True, modality_dropout=0.9, modality_dropout_warmup=0)).train()
     model(random_batch(batch=64))
     w = model.last_fusion_weights
     assert (w == 0).any(1).float().mean() > 0.5          # most samples had a modality dropped from the fusion
@@ -158,7 +158,7 @@ def test_no_modality_dropout_keeps_everything():
 
 def test_v4_with_new_flags_off_is_v2():
     off = dict(use_contrastive=False, use_gated_fusion=False, focal_gamma=0.0, label_smoothing=0.0,
-               improved_encoder=False)
+               improved_encoder=False, use_modality_dropout=False)
     torch.manual_seed(0)
     v2 = create_model("attention_robust_v2", model_args())
     torch.manual_seed(0)
