@@ -8,6 +8,8 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -258,7 +260,7 @@ def test_submit_without_sbatch_prints_the_commands(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))      # no sbatch here
     said = []
     assert slurm.submit(str(tmp_path / "x.sbatch"), "exp", slurm.SlurmOptions(partition="p"),
-                        then=["python", "-m", "merbench_plugins", "summarize", "o"], say=said.append) == 0
+                        then=["python", "-m", "merbench_plugins", "summarize", "o"], say=said.append) == slurm.NO_SBATCH
     text = "\n".join(said)
     assert "sbatch not found" in text and "jid=$(sbatch --parsable" in text
     assert "--dependency=afterany:$jid" in text and "--partition p" in text and "summarize o" in text
@@ -271,7 +273,61 @@ def test_submit_with_sbatch(tmp_path, monkeypatch):
     sbatch.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     said = []
-    assert slurm.submit("/x/a.sbatch", "exp", slurm.SlurmOptions(), then=["echo", "a b"], say=said.append) == 0
+    assert slurm.submit("/x/a.sbatch", "exp", slurm.SlurmOptions(), then=["echo", "a b"],
+                        say=said.append) == slurm.SUBMITTED
     first, second = calls.read_text().splitlines()
     assert first == "--parsable /x/a.sbatch" and "--dependency=afterany:77 " in second
     assert second.endswith("--wrap echo 'a b'") and "submitted array job 77" in said
+
+
+def test_pool_script_substitutes_the_task_id(tmp_path):
+    opts = slurm.SlurmOptions(time="", cpus=0, gpus=0, extra=["--partition=gpu"])
+    argv = [sys.executable, "-c", "import sys; print(sys.argv[1:])", "it's", slurm.TASK_ID]
+    text = slurm.pool_script("pool", argv, str(tmp_path), f"{tmp_path}/w_%a.log", opts, tasks=3)
+    lines = text.splitlines()
+    assert [x for x in lines if x.startswith("#SBATCH")] == [
+        "#SBATCH --job-name=pool", "#SBATCH --array=0-2", f"#SBATCH --output={tmp_path}/w_%a.log",
+        "#SBATCH --partition=gpu"]                                   # no time, CPUs or GPUs asked for
+    proc = subprocess.run(["bash", "-c", text], env=dict(os.environ, SLURM_ARRAY_TASK_ID="2"),
+                          capture_output=True, text=True)
+    assert proc.stdout.strip() == "[\"it's\", '2']"
+    assert "--array" not in slurm.pool_script("one", argv, ".", "o.log", opts)
+
+
+def test_submit_then_script(tmp_path, monkeypatch):
+    calls = tmp_path / "calls"
+    (tmp_path / "sbatch").write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$*" >> {calls}\necho 5\n')
+    (tmp_path / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    said = []
+    assert slurm.submit("/a.sbatch", "x", slurm.SlurmOptions(partition="p"), then_script="/r.sbatch",
+                        what="worker array", say=said.append) == slurm.SUBMITTED
+    assert calls.read_text().splitlines() == ["--parsable /a.sbatch", "--parsable --dependency=afterany:5 /r.sbatch"]
+    assert said[0] == "submitted worker array 5"
+    (tmp_path / "sbatch").write_text("#!/usr/bin/env bash\necho 'no partition' >&2; exit 1\n")
+    assert slurm.submit("/a.sbatch", "x", slurm.SlurmOptions(), say=said.append) == slurm.REFUSED
+    assert "no partition" in said[-1]
+
+
+def test_workers_without_results_ticks_and_a_stubborn_job_is_killed(tmp_path):
+    worker = make_job(tmp_path, 0, pause=0.5)
+    worker.command = [sys.executable, "-c", "import time; print('worked'); time.sleep(0.5)"]
+    worker.meta_name, worker.log_name = None, "worker_0.log"
+    ticks = []
+    assert queue.run_local([worker], finished=None, on_tick=lambda: ticks.append(1), tick=0.1,
+                           out=open(os.devnull, "w")) == []
+    assert len(ticks) >= 3 and "worked" in Path(worker.run_dir, "worker_0.log").read_text()
+    assert not Path(worker.run_dir, "job.json").exists()            # no metadata for a shared folder
+
+    stubborn = make_job(tmp_path, 1)
+    stubborn.command = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                              "print('ready', flush=True); time.sleep(60)"]
+    q = queue.Queue([stubborn], finished=None, grace=0.5, out=open(os.devnull, "w"))
+    t = threading.Thread(target=q.run_slot, args=([stubborn],))
+    t.start()
+    while "ready" not in (Path(stubborn.log).read_text() if Path(stubborn.log).exists() else ""):
+        time.sleep(0.05)
+    start = time.time()
+    q.stop()                                                        # SIGTERM ignored: SIGKILL after 0.5 s
+    t.join(10)
+    assert not t.is_alive() and time.time() - start < 5 and q.failed[0][1] == -9

@@ -342,9 +342,9 @@ def submit(s: Setup, pending: List[Job], opts: slurm.SlurmOptions, dry_run: bool
     os.makedirs(os.path.join(s.out, "slurm-logs"), exist_ok=True)
     slurm.write_script(path, text)
     print(f"wrote {path} ({len(pending)} array tasks)")
-    rc = slurm.submit(path, s.name, opts, then=summarize_command(s), then_what=f" (writes {s.out}/summary.md)")
+    status = slurm.submit(path, s.name, opts, then=summarize_command(s), then_what=f" (writes {s.out}/summary.md)")
     print("rerun with --slurm and the same settings to resubmit only unfinished jobs")
-    return rc
+    return 1 if status == slurm.REFUSED else 0
 
 
 def run(s: Setup, variants: List[Variant], args) -> int:

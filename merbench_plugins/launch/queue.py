@@ -35,13 +35,14 @@ class Job:
     workdir: str = "."
     label: str = ""                                     # shown after the name, e.g. "seed=3"
     meta: Dict[str, object] = field(default_factory=dict)   # written as JSON before the run
-    meta_name: str = "job.json"
+    meta_name: Optional[str] = "job.json"               # None: no metadata, no command.txt (shared folders)
     env: Dict[str, str] = field(default_factory=dict)   # on top of os.environ
     slot: int = 0                                       # which queue runs it
+    log_name: str = "run.log"
 
     @property
     def log(self) -> str:
-        return os.path.join(self.run_dir, "run.log")
+        return os.path.join(self.run_dir, self.log_name)
 
     def shell_line(self) -> str:
         """``cd WORKDIR && COMMAND``, shell-quoted: what the listing shows and command.txt holds."""
@@ -107,6 +108,8 @@ def deal(jobs: List[Job], slots: Sequence[str]) -> List[Job]:
 def write_meta(job: Job):
     """The job's folder with its JSON metadata and command.txt (a shell line to rerun it by hand)."""
     os.makedirs(job.run_dir, exist_ok=True)
+    if job.meta_name is None:
+        return
     write_json(os.path.join(job.run_dir, job.meta_name), dict(job.meta, device=job.device, workdir=job.workdir,
                                                                command=list(job.command), env=dict(job.env)))
     atomic_write_text(os.path.join(job.run_dir, "command.txt"), job.shell_line() + "\n")
@@ -121,11 +124,18 @@ def tail(path: str, lines: int = 5) -> List[str]:
 
 
 class Queue:
-    """Runs jobs, one queue per slot, the slots in parallel; ``run()`` returns the failed (job, exit code)."""
+    """Runs jobs, one queue per slot, the slots in parallel; ``run()`` returns the failed (job, exit code).
 
-    def __init__(self, jobs: List[Job], finished: Callable[[str], bool] = has_summary, threads: str = "",
-                 out: TextIO = None):
+    ``finished(run_dir)``: a job already finished is skipped, one that exits 0 without finishing fails
+    (None: exit 0 is success, nothing is skipped). ``on_tick()`` runs every ``tick`` seconds while jobs
+    run (progress lines). On Ctrl-C / SIGTERM the jobs get SIGTERM, then SIGKILL after ``grace`` seconds.
+    """
+
+    def __init__(self, jobs: List[Job], finished: Optional[Callable[[str], bool]] = has_summary, threads: str = "",
+                 out: TextIO = None, on_tick: Optional[Callable[[], None]] = None, tick: float = 2.0,
+                 grace: float = 60.0):
         self.jobs, self.finished, self.threads = jobs, finished, threads
+        self.on_tick, self.tick, self.grace = on_tick, tick, grace
         self.out = out or sys.stdout
         self.failed, self.procs, self.lock = [], {}, threading.Lock()
         self.stopping = False
@@ -143,7 +153,7 @@ class Queue:
 
     def run_one(self, job: Job) -> Optional[int]:
         """Exit code of the job (None: skipped, finished meanwhile by someone else)."""
-        if self.finished(job.run_dir):
+        if self.finished is not None and self.finished(job.run_dir):
             return None
         write_meta(job)
         rotate_log(job.log)
@@ -157,7 +167,7 @@ class Queue:
             rc = proc.wait()
             with self.lock:
                 self.procs.pop(job.slot, None)
-        if rc == 0 and not self.finished(job.run_dir):
+        if rc == 0 and self.finished is not None and not self.finished(job.run_dir):
             rc = 1
             with open(job.log, "a") as log:
                 log.write(f"the run exited 0 but left no result in {job.run_dir}\n")
@@ -183,12 +193,18 @@ class Queue:
                     self.failed.append((job, rc))
 
     def stop(self):
-        """Terminate the running jobs (Ctrl-C / SIGTERM): rerunning the same command resumes."""
+        """SIGTERM to the running jobs, SIGKILL to those still there after ``grace`` seconds."""
         self.stopping = True
         with self.lock:
             procs = list(self.procs.values())
         for proc in procs:
             proc.terminate()
+        deadline = time.time() + self.grace
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
     def run(self) -> List[tuple]:
         slots: Dict[int, List[Job]] = {}
@@ -196,21 +212,31 @@ class Queue:
             slots.setdefault(job.slot, []).append(job)
         workers = [threading.Thread(target=self.run_slot, args=(js,), daemon=True) for js in slots.values()]
         main = threading.current_thread() is threading.main_thread()
-        old = signal.signal(signal.SIGTERM, _raise_interrupt) if main else None   # SIGTERM: stop the jobs too
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+        if main:
+            signal.signal(signal.SIGTERM, _raise_interrupt)      # SIGTERM (scancel, kill) stops the jobs too
         try:
             for w in workers:
                 w.start()
+            next_tick = time.time()
             while any(w.is_alive() for w in workers):
+                if self.on_tick is not None and time.time() >= next_tick:
+                    self.on_tick()
+                    next_tick = time.time() + self.tick
                 for w in workers:
-                    w.join(0.2)
+                    w.join(0.1)
+            if self.on_tick is not None:
+                self.on_tick()
         except KeyboardInterrupt:
+            for sig in handlers:                 # a second Ctrl-C must not cut the shutdown short
+                signal.signal(sig, signal.SIG_IGN)
             self.stop()
             for w in workers:
                 w.join()
             raise
         finally:
-            if old is not None:
-                signal.signal(signal.SIGTERM, old)
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
         order = {id(j): k for k, j in enumerate(self.jobs)}
         return sorted(self.failed, key=lambda f: order[id(f[0])])
 

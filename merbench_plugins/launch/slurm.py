@@ -1,5 +1,5 @@
-"""SLURM: one array task per job, written as a bash script; submitted (plus a dependent follow-up job)
-when ``sbatch`` is on PATH, else the commands to submit it are printed."""
+"""SLURM: array scripts (one task per job, or a pool of identical workers), submitted with a dependent
+follow-up job when ``sbatch`` is on PATH; without sbatch the commands to submit them are printed."""
 import os
 import shlex
 import shutil
@@ -11,6 +11,7 @@ from typing import List, Optional, Sequence
 from ..fileio import atomic_write_text
 from .queue import CPU, Job, LaunchError
 
+TASK_ID = "$SLURM_ARRAY_TASK_ID"
 # a bash test: the task's run folder holds a run summary JSON (as queue.has_summary)
 HAS_SUMMARY = ("[[ -n \"$(find \"$DIR\" -type f -name '*.json' ! -name '.*' "
                "\\( -name 'summary_*' -o -path '*/summary/*' \\) -print -quit)\" ]]")
@@ -18,7 +19,7 @@ HAS_SUMMARY = ("[[ -n \"$(find \"$DIR\" -type f -name '*.json' ! -name '.*' "
 
 @dataclass
 class SlurmOptions:
-    """What every array task asks for; ``gpus=0`` means CPU-only tasks."""
+    """What every array task asks for; ``gpus=0`` means CPU-only tasks; "" / 0: not asked (the cluster's default)."""
     partition: str = ""
     time: str = "04:00:00"
     gpus: int = 1
@@ -52,13 +53,29 @@ class SlurmOptions:
                (["--account", self.account] if self.account else [])
 
 
-def header(name: str, n: int, out: str, opts: SlurmOptions) -> List[str]:
-    lines = [f"--job-name=mp-{name}", f"--array=0-{n - 1}" + (f"%{opts.max_parallel}" if opts.max_parallel else ""),
-             f"--time={opts.time}", f"--cpus-per-task={opts.cpus}", f"--output={out}/slurm-logs/%A_%a.out"]
-    lines += [f"--gres=gpu:{opts.gpus}"] if opts.gpus else []
+def header(job_name: str, opts: SlurmOptions, output: str, tasks: Optional[int] = None) -> List[str]:
+    """``#!/bin/bash`` and the ``#SBATCH`` lines (an array of ``tasks`` tasks, if given)."""
+    lines = [f"--job-name={job_name}"]
+    lines += [f"--array=0-{tasks - 1}" + (f"%{opts.max_parallel}" if opts.max_parallel else "")] if tasks else []
+    lines += [f"--time={opts.time}"] if opts.time else []
+    lines += [f"--cpus-per-task={opts.cpus}"] if opts.cpus else []
+    lines += [f"--output={output}"] + ([f"--gres=gpu:{opts.gpus}"] if opts.gpus else [])
     lines += [f"--{k}={v}" for k, v in (("partition", opts.partition), ("account", opts.account),
                                         ("mem", opts.mem)) if v]
     return ["#!/bin/bash"] + [f"#SBATCH {line}" for line in lines + list(opts.extra)]
+
+
+def task_command(argv: Sequence[str]) -> str:
+    """A shell-quoted command line in which the word ``$SLURM_ARRAY_TASK_ID`` stays the task's id."""
+    return " ".join(a if a == TASK_ID else shlex.quote(a) for a in argv)
+
+
+def pool_script(job_name: str, argv: Sequence[str], workdir: str, output: str, opts: SlurmOptions,
+                tasks: Optional[int] = None) -> str:
+    """Every task (or the one job, ``tasks=None``) runs ``argv`` in ``workdir``; a word ``$SLURM_ARRAY_TASK_ID``
+    in it becomes the task's id (a pool of workers sharing one queue, e.g. an Optuna study)."""
+    return "\n".join(header(job_name, opts, output, tasks) + [f"cd {shlex.quote(workdir)}",
+                                                              "exec " + task_command(argv)]) + "\n"
 
 
 def array_script(name: str, jobs: Sequence[Job], out: str, opts: SlurmOptions, finished: Optional[str] = HAS_SUMMARY,
@@ -80,7 +97,7 @@ def array_script(name: str, jobs: Sequence[Job], out: str, opts: SlurmOptions, f
              'if [[ -e "$LOG" ]]; then while [[ -e "$LOG.$k" ]]; do k=$((k + 1)); done; mv -f "$LOG" "$LOG.$k"; fi',
              'echo "$(hostname): $DIR (log: $LOG)"',
              'case "$SLURM_ARRAY_TASK_ID" in', *cmds, 'esac > "$LOG" 2>&1']
-    return "\n".join(header(name, len(jobs), out, opts) + body) + "\n"
+    return "\n".join(header(f"mp-{name}", opts, f"{out}/slurm-logs/%A_%a.out", len(jobs)) + body) + "\n"
 
 
 def write_script(path: str, text: str) -> str:
@@ -93,30 +110,35 @@ def script_path(out: str, name: str) -> str:
     return os.path.join(out, f"slurm_{name}_{time.strftime('%Y%m%d-%H%M%S')}.sbatch")
 
 
-def submit(script: str, name: str, opts: SlurmOptions, then: Optional[List[str]] = None, then_what: str = "",
-           say=print) -> int:
-    """sbatch the array, then (``then``, a command) a job that runs once it has ended; 0 when submitted
-    or when there is no sbatch here (the commands to run are printed), 1 when sbatch refused."""
-    follow = ["--job-name", f"mp-{name}-after", "--time", "00:30:00",
-              "--output", os.path.join(os.path.dirname(script), "slurm-logs", "after_%j.out"), *opts.submit_flags()]
+SUBMITTED, NO_SBATCH, REFUSED = "submitted", "no sbatch", "refused"
+
+
+def submit(script: str, name: str, opts: SlurmOptions, then: Optional[List[str]] = None,
+           then_script: Optional[str] = None, then_what: str = "", what: str = "array job", say=print) -> str:
+    """sbatch the array, then a job that runs once it has ended: the command ``then`` (``--wrap``) or the
+    script ``then_script``. Returns SUBMITTED, NO_SBATCH (the commands to run were printed) or REFUSED."""
+    follow = [] if then_script else ["--job-name", f"mp-{name}-after", "--time", "00:30:00", "--output",
+                                     os.path.join(os.path.dirname(script), "slurm-logs", "after_%j.out"),
+                                     *opts.submit_flags()]
+    tail = [then_script] if then_script else ["--wrap", shlex.join(then)] if then else []
     if shutil.which("sbatch") is None:
-        say("sbatch not found here; on the cluster's login node run:")
+        say("sbatch not found here: nothing submitted; on the cluster's login node run:")
         say(f"  jid=$(sbatch --parsable {shlex.quote(script)})")
-        if then:
-            say(f"  sbatch --dependency=afterany:$jid {shlex.join(follow)} --wrap {shlex.quote(shlex.join(then))}")
-        return 0
+        if tail:
+            say(f"  sbatch --dependency=afterany:$jid {shlex.join(follow + tail)}")
+        return NO_SBATCH
     proc = subprocess.run(["sbatch", "--parsable", script], capture_output=True, text=True)
     if proc.returncode != 0:
         say(f"error: sbatch refused {script}: {proc.stderr.strip() or proc.stdout.strip()}")
-        return 1
+        return REFUSED
     job_id = proc.stdout.strip().split(";")[0]
-    say(f"submitted array job {job_id}")
-    if then:
-        proc = subprocess.run(["sbatch", "--parsable", f"--dependency=afterany:{job_id}", *follow,
-                               "--wrap", shlex.join(then)], capture_output=True, text=True)
+    say(f"submitted {what} {job_id}")
+    if tail:
+        proc = subprocess.run(["sbatch", "--parsable", f"--dependency=afterany:{job_id}", *follow, *tail],
+                              capture_output=True, text=True)
         if proc.returncode != 0:
             say(f"error: sbatch refused the follow-up job ({proc.stderr.strip()}); once the array has ended run: "
-                f"{shlex.join(then)}")
-            return 1
-        say(f"submitted job {proc.stdout.strip().split(';')[0]} after the array{then_what}")
-    return 0
+                f"{shlex.join(then) if then else 'sbatch ' + then_script}")
+            return REFUSED
+        say(f"submitted job {proc.stdout.strip().split(';')[0]} after it{then_what}")
+    return SUBMITTED
