@@ -129,18 +129,21 @@ class Queue:
     ``finished(run_dir)``: a job already finished is skipped, one that exits 0 without finishing fails
     (None: exit 0 is success, nothing is skipped). ``on_tick()`` runs every ``tick`` seconds while jobs
     run (progress lines). On Ctrl-C / SIGTERM the jobs get SIGTERM, then SIGKILL after ``grace`` seconds.
+    ``quiet``: no start/done/FAIL lines (the caller reports).
     """
 
     def __init__(self, jobs: List[Job], finished: Optional[Callable[[str], bool]] = has_summary, threads: str = "",
                  out: TextIO = None, on_tick: Optional[Callable[[], None]] = None, tick: float = 2.0,
-                 grace: float = 60.0):
-        self.jobs, self.finished, self.threads = jobs, finished, threads
+                 grace: float = 60.0, quiet: bool = False):
+        self.jobs, self.finished, self.threads, self.quiet = jobs, finished, threads, quiet
         self.on_tick, self.tick, self.grace = on_tick, tick, grace
         self.out = out or sys.stdout
         self.failed, self.procs, self.lock = [], {}, threading.Lock()
         self.stopping = False
 
     def say(self, *lines: str):
+        if self.quiet:
+            return
         with self.lock:
             self.out.write("".join(line + "\n" for line in lines))
             self.out.flush()

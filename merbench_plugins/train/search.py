@@ -59,6 +59,8 @@ from typing import Dict, List, Optional
 
 import yaml
 
+from ..launch import queue, slurm
+from ..launch.queue import CPU, Job
 from . import report
 from .options import load_yaml
 
@@ -741,7 +743,7 @@ def worker_argv(args, worker_index) -> List[str]:
     argv += ["--merbench", args.merbench] if args.merbench else ["--data", args.data]
     if args.grid:
         argv += ["--grid", args.grid]
-    if args.gpus and worker_index != "$SLURM_ARRAY_TASK_ID":
+    if args.gpus and worker_index != slurm.TASK_ID:
         argv += ["--gpus", args.gpus]
     if args.sampler_seed is not None:
         argv += ["--sampler_seed", str(args.sampler_seed)]
@@ -754,95 +756,62 @@ def worker_argv(args, worker_index) -> List[str]:
 
 
 def run_local_workers(optuna, args, study, space, metric_label, workers: int) -> int:
-    """K worker processes sharing the study; this process prints progress until they all exit."""
+    """K worker processes sharing the study (the launcher's queue, one slot each, on gpus[i % len]); this
+    process prints progress until they all exit."""
     log_dir = os.path.join(args.out, "logs")
-    os.makedirs(log_dir, exist_ok=True)
-    procs = []
-    for i in range(workers):
-        log = open(os.path.join(log_dir, f"worker_{i}.log"), "a")
-        procs.append((subprocess.Popen(worker_argv(args, i), stdout=log, stderr=subprocess.STDOUT, env=child_env()), log))
-    print(f"started {workers} workers (logs: {log_dir}/worker_*.log)", flush=True)
-    last = None
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    except ValueError:
-        previous = None
-    try:
-        while True:
-            alive = [p for p, _ in procs if p.poll() is None]
-            line = progress_line(optuna, study, args.trials, metric_label)
-            if line != last:
-                print(line, flush=True)
-                last = line
-            if not alive:
-                break
-            time.sleep(2)
+    env = {k: v for k, v in child_env().items() if os.environ.get(k) != v}
+    jobs = [Job(name=f"worker_{i}", command=worker_argv(args, i), run_dir=log_dir, workdir=os.getcwd(), env=env,
+                meta_name=None, log_name=f"worker_{i}.log") for i in range(workers)]
+    queue.deal(jobs, [str(args.gpu_list[i % len(args.gpu_list)]) if args.gpu_list else CPU for i in range(workers)])
+    print(f"starting {workers} workers (logs: {log_dir}/worker_*.log)", flush=True)
+    last = []
+
+    def progress():
+        line = progress_line(optuna, study, args.trials, metric_label)
+        if last[-1:] != [line]:
+            print(line, flush=True)
+            last.append(line)
+
+    try:      # Ctrl-C / SIGTERM: the workers get SIGTERM, re-queue their running trial and exit
+        failed = queue.run_local(jobs, finished=None, on_tick=progress, quiet=True)
     except KeyboardInterrupt:
-        for p, _ in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)      # workers re-queue their running trial, then exit
-        for p, _ in procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
         print("\ninterrupted; rerun the same command to resume", flush=True)
         return 130
-    finally:
-        for _, log in procs:
-            log.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    bad = [(i, p.returncode) for i, (p, _) in enumerate(procs) if p.returncode != 0]
-    for i, code in bad:
-        with open(os.path.join(log_dir, f"worker_{i}.log"), errors="replace") as f:
-            last = (error_tail(f.read(), lines=1) or "(empty log)").strip()
-        print(f"warning: worker {i} exited with {code}: {last} (see {log_dir}/worker_{i}.log)", file=sys.stderr)
+    for job, code in failed:
+        with open(job.log, errors="replace") as f:
+            tail = (error_tail(f.read(), lines=1) or "(empty log)").strip()
+        print(f"warning: {job.name.replace('_', ' ')} exited with {code}: {tail} (see {job.log})", file=sys.stderr)
     counted = budget(optuna, study.get_trials(deepcopy=False))[0]
-    if bad and (len(bad) == len(procs) or (counted < args.trials and not grid_exhausted(optuna, study, space))):
-        print(f"error: {len(bad)} of {len(procs)} workers crashed and the study is not done ({counted}/{args.trials} "
+    if failed and (len(failed) == len(jobs) or (counted < args.trials and not grid_exhausted(optuna, study, space))):
+        print(f"error: {len(failed)} of {len(jobs)} workers crashed and the study is not done ({counted}/{args.trials} "
               "trials); fix the cause above and rerun the same command to resume", file=sys.stderr)
         return 1
     return 0
 
 
 def submit_slurm(args) -> int:
-    """Write an sbatch array of workers + a dependent report job; submit them if sbatch exists."""
+    """Write an sbatch array of workers + a dependent report job (the launcher's SLURM scripts); submit
+    them if sbatch exists."""
     slurm_dir = os.path.join(args.out, "slurm")
     os.makedirs(slurm_dir, exist_ok=True)
-    extra = [f"#SBATCH {a}" for a in shlex.split(args.sbatch_args or "")]
-    head = ["#!/bin/bash", f"#SBATCH --job-name=search-{args.study}"] + \
-        (["#SBATCH --gres=gpu:1"] if not args.no_gres else []) + extra
-    quote = lambda argv: " ".join(a if a == "$SLURM_ARRAY_TASK_ID" else shlex.quote(a) for a in argv)  # noqa: E731
-    workers = head + [f"#SBATCH --array=0-{args.workers - 1}", f"#SBATCH --output={slurm_dir}/worker_%a.log",
-                      f"cd {shlex.quote(os.getcwd())}", "exec " + quote(worker_argv(args, "$SLURM_ARRAY_TASK_ID"))]
-    final = worker_argv(args, "$SLURM_ARRAY_TASK_ID")     # no --gpus: the job sees its one GPU as device 0
+    opts = slurm.SlurmOptions(time="", cpus=0, gpus=0 if args.no_gres else 1, extra=shlex.split(args.sbatch_args or ""))
+    name = f"search-{args.study}"
+    final = worker_argv(args, slurm.TASK_ID)     # no --gpus: the job sees its one GPU as device 0
     final = final[:final.index("--worker_index")] + ["--report_only", "--seeds", str(args.seeds)] + \
         final[final.index("--worker_index") + 2:]
-    reporter = head + [f"#SBATCH --output={slurm_dir}/report.log", f"cd {shlex.quote(os.getcwd())}", "exec " + quote(final)]
     search_sh, report_sh = os.path.join(slurm_dir, "search.sbatch"), os.path.join(slurm_dir, "report.sbatch")
-    report.atomic_write_text(search_sh, "\n".join(workers) + "\n")
-    report.atomic_write_text(report_sh, "\n".join(reporter) + "\n")
+    slurm.write_script(search_sh, slurm.pool_script(name, worker_argv(args, slurm.TASK_ID), os.getcwd(),
+                                                    f"{slurm_dir}/worker_%a.log", opts, tasks=args.workers))
+    slurm.write_script(report_sh, slurm.pool_script(name, final, os.getcwd(), f"{slurm_dir}/report.log", opts))
+    print(f"wrote {search_sh} ({args.workers} workers) and {report_sh} (table, seeds, best.yaml)")
     if args.storage.startswith("sqlite"):
         print("warning: SQLite on a shared filesystem is unreliable with many nodes; prefer "
               "--storage postgresql://USER:PASS@HOST/DB (any Optuna RDB URL)", file=sys.stderr)
-    how = f"JOB=$(sbatch --parsable {search_sh}) && sbatch --dependency=afterany:$JOB {report_sh}"
-    if shutil.which("sbatch") is None:
-        print(f"sbatch not found on PATH: nothing submitted. Wrote {search_sh} ({args.workers} workers) and "
-              f"{report_sh} (table, seeds, best.yaml). Submit from a SLURM login node with:\n  {how}")
+    status = slurm.submit(search_sh, name, opts, then_script=report_sh, then_what=" (the report)",
+                          what="worker array")
+    if status != slurm.SUBMITTED:
         return 1
-    job = subprocess.run(["sbatch", "--parsable", search_sh], capture_output=True, text=True)
-    if job.returncode != 0:
-        print(f"error: sbatch failed: {job.stderr.strip()}", file=sys.stderr)
-        return 1
-    job_id = job.stdout.strip().split(";")[0]
-    rep = subprocess.run(["sbatch", "--parsable", f"--dependency=afterany:{job_id}", report_sh],
-                         capture_output=True, text=True)
-    if rep.returncode != 0:
-        print(f"error: sbatch (report job) failed: {rep.stderr.strip()}", file=sys.stderr)
-        return 1
-    print(f"submitted worker array {job_id} ({args.workers} tasks) and report job {rep.stdout.strip()}; "
-          f"watch with: python -m merbench_plugins search --model {args.model} --out {args.out} "
+    print(f"watch with: python -m merbench_plugins search --model {args.model} --out {args.out} "
           f"--storage '{args.storage}' --study {args.study} --status")
     return 0
 
