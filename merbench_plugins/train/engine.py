@@ -39,14 +39,25 @@ def resolve_device(spec) -> torch.device:
     return torch.device(spec)
 
 
+def amp_dtype(device: torch.device):
+    """bf16 where the GPU has it (no loss scaler needed), fp16 elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
 def autocast(device: torch.device, enabled: bool):
+    """Mixed precision on CUDA (``torch.amp.autocast``; the deprecated torch.cuda.amp one on torch < 1.10 only)."""
     if not enabled or device.type != "cuda":
         return contextlib.nullcontext()
-    return torch.cuda.amp.autocast()
+    if hasattr(torch, "amp") and hasattr(torch.amp, "autocast"):
+        return torch.amp.autocast("cuda", dtype=amp_dtype(device))
+    return torch.cuda.amp.autocast(dtype=amp_dtype(device))
 
 
 def grad_scaler(device: torch.device, enabled: bool):
-    enabled = enabled and device.type == "cuda"
+    """A loss scaler for fp16 autocast only (bf16 has fp32's range)."""
+    enabled = enabled and device.type == "cuda" and amp_dtype(device) == torch.float16
     if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
         return torch.amp.GradScaler("cuda", enabled=enabled)
     return torch.cuda.amp.GradScaler(enabled=enabled)
@@ -133,11 +144,17 @@ def restore_models(folds: List[FoldResult], build_model: Callable[[], nn.Module]
 
 
 def make_optimizer(params, opts: TrainOptions):
-    """``adamw``: decoupled weight decay (ours); ``adam``: L2 added to the gradient (main-release.py)."""
-    if opts.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
-    if opts.optimizer == "adam":
-        return torch.optim.Adam(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    """``adamw``: decoupled weight decay (ours); ``adam``: L2 added to the gradient (main-release.py).
+    Fused kernels where this torch has them for the device (one launch per step), else foreach."""
+    params = [p for p in params if p.requires_grad]
+    cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}.get(opts.optimizer)
+    if cls is None:
+        raise ValueError(f"unknown optimizer {opts.optimizer!r}: use adamw or adam")
+    for kwargs in (dict(fused=True), dict(foreach=True), {}):
+        try:
+            return cls(params, lr=opts.lr, weight_decay=opts.weight_decay, **kwargs)
+        except (RuntimeError, TypeError, ValueError):   # torch without fused / foreach for this device
+            continue
     raise ValueError(f"unknown optimizer {opts.optimizer!r}: use adamw or adam")
 
 
@@ -149,6 +166,17 @@ def make_scheduler(optimizer, kind: str, epochs: int):
     if kind == "none":
         return None
     raise ValueError(f"unknown scheduler {kind!r}: use cosine, step or none")
+
+
+def batch_loss(outputs, emos, vals, opts: TrainOptions, cls_loss=None):
+    """The training objective of one batch: model's interloss + weighted classification + masked valence MSE."""
+    _, emos_out, vals_out, interloss = outputs
+    loss = interloss.float().reshape(())
+    if opts.output_dim1:
+        loss = loss + opts.emo_weight * (cls_loss or cross_entropy)(emos_out.float(), emos)
+    if opts.output_dim2:
+        loss = loss + opts.val_weight * masked_mse(vals_out.float(), vals)
+    return loss
 
 
 def run_epoch(model, loader, opts: TrainOptions, device, calculate_results, *, optimizer=None, scaler=None,
@@ -168,12 +196,9 @@ def run_epoch(model, loader, opts: TrainOptions, device, calculate_results, *, o
             batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             emos, vals = emos.to(device), vals.to(device)
             with autocast(device, opts.amp):
-                _, emos_out, vals_out, interloss = model(batch)
-                loss = interloss.float().reshape(())
-                if opts.output_dim1:
-                    loss = loss + opts.emo_weight * cls_loss(emos_out.float(), emos)
-                if opts.output_dim2:
-                    loss = loss + opts.val_weight * masked_mse(vals_out.float(), vals)
+                outputs = model(batch)
+                _, emos_out, vals_out, _ = outputs
+                loss = batch_loss(outputs, emos, vals, opts, cls_loss)
             if train:
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss.item()} (batch of {bnames[0]!r}...); "

@@ -40,6 +40,10 @@ def add_training_flags(parser: argparse.ArgumentParser, *, merbench: bool = Fals
     g.add_argument("--amp", action="store_true", help="mixed precision (CUDA only; ignored on CPU)")
     g.add_argument("--threads", type=int, default=0 if merbench else 1,
                    help="CPU threads for torch (small feature models train fastest single-threaded; 0 = torch's default)")
+    g.add_argument("--no_fold_parallel", dest="fold_parallel", action="store_false",
+                   help="train the folds one after another (default: all folds at once as one stacked model, for "
+                        "models that allow it; others fall back to the sequential loop with a note)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the fold-parallel training step (eager if it fails)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--savemodel", action="store_true", help="save the best checkpoint of every fold")
     return add_robust_flags(parser)

@@ -17,7 +17,7 @@ import torch
 
 from .. import registry
 from ..data.merbench_layout import DataError, FeatureDataset, Split
-from . import conditions, engine, options, report, robust_eval
+from . import conditions, engine, options, parallel, report, robust_eval
 from .metrics import mer_results, summarise
 
 
@@ -99,6 +99,20 @@ def load_data(args):
     return ds, train, tests
 
 
+def train_parallel(args, model_name, build, train, tests, splits, opts, device, keep):
+    """All folds at once (parallel.train_folds) on device-resident data; None, with a note, where unsupported."""
+    try:
+        return parallel.train_folds(build, parallel.DeviceData.from_split(train, device), splits,
+                                    [parallel.DeviceData.from_split(t, device) for t in tests], opts, device,
+                                    mer_results, seeds=[args.seed + k for k in range(len(splits))],
+                                    batch_size=args.batch_size, keep_state=keep, compile=args.compile,
+                                    desc=f"{model_name} {len(splits)} folds")
+    except parallel.ParallelUnsupported as exc:
+        print(f"note: {model_name}: training the {len(splits)} folds one after another, not fold-parallel ({exc})",
+              flush=True)
+        return None
+
+
 def train_model(args, model_name, ds, train, tests, device, stamp):
     """MERBench's protocol for one model; returns its summary dict."""
     from .tune_yaml import repo_yaml_path
@@ -113,15 +127,17 @@ def train_model(args, model_name, ds, train, tests, device, stamp):
     prefix = report.result_prefix([args.audio_feature, args.text_feature, args.video_feature], args.dataset,
                                   model_name, args.feat_type)
     test_loaders = [SplitLoader(t, args.batch_size) for t in tests]
-    folds = []
-    for k, (tr_idx, ev_idx) in enumerate(fold_indices(len(train), args.folds, args.seed)):
+    splits = fold_indices(len(train), args.folds, args.seed)
+    build = lambda: registry.create_model(model_name, margs)  # noqa: E731
+    keep = args.savemodel or args.robust_eval
+    folds = train_parallel(args, model_name, build, train, tests, splits, opts, device, keep) if args.fold_parallel else None
+    for k, (tr_idx, ev_idx) in enumerate(splits if folds is None else []):
         engine.seed_everything(args.seed + k)
-        result = engine.train_fold(lambda: registry.create_model(model_name, margs),
-                                   SplitLoader(train.subset(tr_idx), args.batch_size, shuffle=True, seed=args.seed + k),
+        result = engine.train_fold(build, SplitLoader(train.subset(tr_idx), args.batch_size, shuffle=True, seed=args.seed + k),
                                    SplitLoader(train.subset(ev_idx), args.batch_size), test_loaders, opts, device,
-                                   mer_results, desc=f"{model_name} fold {k + 1}/{args.folds}",
-                                   keep_state=args.savemodel or args.robust_eval)
-        folds.append(result)
+                                   mer_results, desc=f"{model_name} fold {k + 1}/{args.folds}", keep_state=keep)
+        folds = (folds or []) + [result]
+    for k, result in enumerate(folds):
         if args.savemodel:
             result.save_checkpoint(os.path.join(args.out, "models", f"{prefix}_fold{k + 1}_{stamp}.pt"),
                                    model_name, margs, k + 1)

@@ -1,0 +1,435 @@
+"""Fold-parallel training: the K folds of a run as one stacked model, trained together.
+
+Each fold keeps what the sequential loop gives it: its own initialisation (built after
+``seed_everything(seed_k)``, as ``train_fold``), its own data order (the same per-fold generator as the
+standalone runner's loader), its own dropout / modality-dropout noise (``vmap(randomness="different")``),
+its own Adam(W) state and step count, per-fold gradient clipping (``clamp`` is elementwise, so clamping the
+stacked gradient is ``clip_grad_value_`` per fold), the same LR schedule, its own early stopping, best
+checkpoint and test predictions. A fold that stops is frozen while the others go on.
+
+How: the folds' parameters live in one flat leaf ``[K, P]`` (views per parameter); one
+``vmap(functional_call)`` computes the K losses, ``sum().backward()`` gives each fold the gradient of its
+own loss, and one Adam(W) update (``torch._fused_adamw_`` where available) steps the folds that had a batch.
+The data sit on the device once (:class:`DeviceData`); batches are index lookups there.
+
+Randomness is drawn per epoch from ``torch.manual_seed(rng_seed, epoch)`` with fixed shapes: every
+fold runs every step (a fold without a batch at that step, or already stopped, computes on a stand-in
+batch and is not updated), so no fold's data, seed or stopping can change another fold's noise.
+Batches shorter than ``batch_size`` (an epoch's last) run after the full ones, per fold, each with its
+own seed. Models that vmap cannot run (LSTMs, MERBench's models) raise :class:`ParallelUnsupported`
+before any training; the runners then log it and train the folds one after another.
+"""
+import copy
+import math
+import time
+import warnings
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import engine
+from .metrics import metric_value
+
+
+class ParallelUnsupported(RuntimeError):
+    """This model / option cannot be trained fold-parallel; the message says why."""
+
+
+def functional_api():
+    """(vmap, functional_call) from torch.func (torch >= 2.0) or functorch (torch 1.12/1.13), else None."""
+    try:
+        from torch.func import functional_call, vmap
+        return vmap, functional_call
+    except ImportError:
+        pass
+    try:
+        from functorch import vmap
+        from torch.nn.utils.stateless import functional_call
+        return vmap, lambda module, params, args: functional_call(module, {**params[0], **params[1]}, args)
+    except ImportError:
+        return None
+
+
+class DeviceData:
+    """One corpus as device tensors (features [N, ...] incl. zero padding, emos [N], vals [N]) + names."""
+
+    def __init__(self, features: Dict[str, torch.Tensor], emos, vals, names: Sequence[str], device=None):
+        self.features = {k: v.to(device) for k, v in features.items() if torch.is_tensor(v)}
+        self.emos, self.vals, self.names = emos.to(device), vals.to(device).float(), list(names)
+        self.device = self.emos.device
+
+    @classmethod
+    def from_split(cls, split, device):
+        """The standalone runner's in-memory :class:`Split`."""
+        return cls(split.features, split.emos, split.vals, split.names, device)
+
+    @classmethod
+    def from_dataset(cls, dataset, device):
+        """A MERBench dataset through its own collater (its padding is dataset-wide already)."""
+        batch, emos, vals, names = dataset.collater([dataset[i] for i in range(len(dataset))])
+        return cls(batch, emos, vals, names, device)
+
+    def __len__(self):
+        return len(self.names)
+
+    def take(self, index: torch.Tensor):
+        """index [..., B] (device long) -> (batch dict of [..., B, *feature], emos [..., B], vals [..., B])."""
+        return {k: v[index] for k, v in self.features.items()}, self.emos[index], self.vals[index]
+
+    def batches(self, index, batch_size: int, shuffle=False, generator: Optional[torch.Generator] = None):
+        """Like the runners' loaders: (batch, emos, vals, names) over ``index`` in the generator's order."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        order = index[torch.randperm(len(index), generator=generator)] if shuffle else index
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch, emos, vals = self.take(idx.to(self.device))
+            yield batch, emos, vals, [self.names[i] for i in idx.tolist()]
+
+
+class StackedParams:
+    """K models' parameters in one flat [K, P] tensor with a flat gradient [K, P] beside it.
+
+    The per-parameter leaves [K, *shape] are views of ``data`` and their ``.grad`` views of ``grad``:
+    backward accumulates straight into the flat gradient, and one update on ``data`` moves every leaf.
+    Frozen parameters and buffers are stacked in ``fixed`` (no gradient).
+    """
+
+    def __init__(self, models: List[nn.Module], device):
+        first = dict(models[0].named_parameters())
+        self.names = [n for n, p in first.items() if p.requires_grad]
+        self.shapes = [first[n].shape for n in self.names]
+        self.sizes = [first[n].numel() for n in self.names]
+        rows = [torch.cat([dict(m.named_parameters())[n].detach().reshape(-1) for n in self.names]) for m in models]
+        self.data = torch.stack(rows).to(device)                                            # [K, P]
+        self.grad = torch.zeros_like(self.data)
+        self.leaves = self.views(self.data)
+        for leaf, g in zip(self.leaves.values(), self.views(self.grad).values()):
+            leaf.requires_grad_(True)
+            leaf.grad = g
+        self.fixed = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).to(device)
+                      for n, p in first.items() if not p.requires_grad}
+        self.fixed.update({n: torch.stack([dict(m.named_buffers())[n] for m in models]).to(device)
+                           for n, b in models[0].named_buffers() if b is not None})
+        self.k = len(models)
+
+    def views(self, flat: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """name -> [K', *shape] views of a [K', P] tensor."""
+        k, out, start = flat.shape[0], {}, 0
+        for n, size, shape in zip(self.names, self.sizes, self.shapes):
+            out[n] = flat[:, start:start + size].view(k, *shape)
+            start += size
+        return out
+
+    def trainable(self, rows: Optional[List[int]] = None) -> Dict[str, torch.Tensor]:
+        """The leaves (all folds) or their rows ``rows`` (gradients still reach the leaves)."""
+        return self.leaves if rows is None else {n: v[rows] for n, v in self.leaves.items()}
+
+    def fixed_rows(self, rows=None) -> Dict[str, torch.Tensor]:
+        return dict(self.fixed) if rows is None else {n: v[rows] for n, v in self.fixed.items()}
+
+    def state_dict(self, template: nn.Module, flat_row: torch.Tensor, k: int) -> dict:
+        """Fold k's state_dict (every key of the template's, tied weights included), on the CPU."""
+        by_id = {id(p): n for n, p in template.named_parameters()}
+        by_id.update({id(b): n for n, b in template.named_buffers() if b is not None})
+        values = {n: v[0] for n, v in self.views(flat_row.unsqueeze(0)).items()}
+        values.update({n: v[k] for n, v in self.fixed.items()})
+        return {key: values[by_id[id(t)]].detach().cpu().clone()
+                for key, t in template.state_dict(keep_vars=True).items()}
+
+
+class StackedAdam:
+    """Adam(W) on the rows of a [K, P] leaf; fold k steps (and counts a step) only when it is active."""
+
+    def __init__(self, flat: torch.Tensor, grad: torch.Tensor, opts: engine.TrainOptions, betas=(0.9, 0.999), eps=1e-8):
+        if opts.optimizer not in ("adamw", "adam"):
+            raise ValueError(f"unknown optimizer {opts.optimizer!r}: use adamw or adam")
+        self.flat, self.grad, self.decoupled, self.wd = flat, grad, opts.optimizer == "adamw", opts.weight_decay
+        self.betas, self.eps = betas, eps
+        self.m, self.v = torch.zeros_like(flat), torch.zeros_like(flat)
+        self.steps = [torch.zeros((), device=flat.device) for _ in range(flat.shape[0])]
+        self.fused = hasattr(torch, "_fused_adamw_")
+
+    def step(self, active: List[int], lr: float):
+        if not active:
+            return
+        p, g = self.flat, self.grad
+        if self.fused:
+            try:
+                return self._fused(p, g, active, lr)
+            except (RuntimeError, NotImplementedError, TypeError):
+                self.fused = False               # this torch / device has no fused kernel: plain tensor math
+        self._plain(p, g, active, lr)
+
+    def _fused(self, p, g, active, lr):
+        fn = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
+        steps = [self.steps[k] for k in active]
+        torch._foreach_add_(steps, 1)            # the kernel reads the step count, torch.optim bumps it first
+        try:
+            self._call_fused(fn, p, g, active, lr, steps)
+        except Exception:
+            torch._foreach_sub_(steps, 1)
+            raise
+
+    def _call_fused(self, fn, p, g, active, lr, steps):
+        fn([p[k] for k in active], [g[k] for k in active], [self.m[k] for k in active], [self.v[k] for k in active],
+           [], steps, lr=lr, beta1=self.betas[0], beta2=self.betas[1],
+           weight_decay=self.wd, eps=self.eps, amsgrad=False, maximize=False)
+
+    def _plain(self, p, g, active, lr):
+        b1, b2 = self.betas
+        with torch.no_grad():
+            for k in active:                     # K <= a few dozen rows; each line is one op over a row
+                self.steps[k] += 1
+                t = float(self.steps[k])
+                grad = g[k] if self.decoupled or not self.wd else g[k] + self.wd * p[k]
+                if self.decoupled and self.wd:
+                    p[k].mul_(1 - lr * self.wd)
+                self.m[k].lerp_(grad, 1 - b1)
+                self.v[k].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+                denom = (self.v[k].sqrt() / math.sqrt(1 - b2 ** t)).add_(self.eps)
+                p[k].addcdiv_(self.m[k], denom, value=-lr / (1 - b1 ** t))
+
+
+def lr_schedule(opts: engine.TrainOptions) -> List[float]:
+    """The LR of every epoch, as make_scheduler's schedulers give them."""
+    if opts.scheduler == "cosine":
+        t = max(opts.epochs, 1)
+        return [opts.lr * (1 + math.cos(math.pi * e / t)) / 2 for e in range(opts.epochs)]
+    if opts.scheduler == "step":
+        return [opts.lr * 0.1 ** (e // max(opts.epochs // 3, 1)) for e in range(opts.epochs)]
+    if opts.scheduler == "none":
+        return [opts.lr] * opts.epochs
+    raise ValueError(f"unknown scheduler {opts.scheduler!r}: use cosine, step or none")
+
+
+def epoch_seed(seed: int, epoch: int, fold: int = -1) -> int:
+    return (seed * 1_000_003 + epoch * 7_919 + fold + 1) % (2 ** 63)
+
+
+def check_options(opts: engine.TrainOptions, device):
+    """Options the stacked loop does not vectorise raise ParallelUnsupported (the runner logs, then goes sequential)."""
+    if functional_api() is None:
+        raise ParallelUnsupported("this torch has neither torch.func nor functorch (pip install functorch for torch 1.12)")
+    if opts.amp and device.type == "cuda" and engine.amp_dtype(device) == torch.float16:
+        raise ParallelUnsupported("--amp on a GPU without bf16 needs a per-fold fp16 loss scaler")
+    for name, default in (("select_on", "clean"),):
+        value = getattr(opts, name, default)
+        if value not in (default, None):
+            raise ParallelUnsupported(f"{name}={value!r} is implemented in the sequential loop only")
+
+
+class FoldParallel:
+    """The K folds of one run (and the pieces to train, evaluate and restore them)."""
+
+    def __init__(self, build_model: Callable[[], nn.Module], seeds: Sequence[int], opts: engine.TrainOptions, device,
+                 *, compile: bool = False):
+        check_options(opts, device)
+        self.vmap, self.functional_call = functional_api()
+        self.opts, self.device = opts, device
+        models = []
+        for s in seeds:                              # the same initialisation as train_fold's
+            engine.seed_everything(s)
+            models.append(engine.inner_model(build_model()))
+        self.template = copy.deepcopy(models[0]).to(device)
+        self.params = StackedParams(models, device)
+        cls_loss = self.template.classification_loss() if hasattr(self.template, "classification_loss") else None
+        self.cls_loss = cls_loss.to(device) if hasattr(cls_loss, "to") else cls_loss
+        clip = opts.grad_clip if opts.grad_clip is not None else getattr(self.template, "grad_clip", -1)
+        self.clip = clip if clip is not None and clip > 0 else None
+        self.train_fn = self.vmap(self._fold_loss, randomness="different")
+        self.eval_fn = self.vmap(self._fold_outputs, randomness="different")
+        self.test_fn = self.vmap(self._fold_outputs, in_dims=(0, 0, None), randomness="different")
+        if compile:
+            self.train_fn = compiled(self.train_fn)
+
+    def _forward(self, params, fixed, batch):
+        with engine.autocast(self.device, self.opts.amp):
+            return self.functional_call(self.template, (params, fixed), (batch,))
+
+    def _fold_loss(self, params, fixed, batch, emos, vals):
+        return engine.batch_loss(self._forward(params, fixed, batch), emos, vals, self.opts, self.cls_loss)
+
+    def _fold_outputs(self, params, fixed, batch):
+        _, emo_out, val_out, _ = self._forward(params, fixed, batch)
+        return emo_out.float(), val_out.float()
+
+    def probe(self, data: DeviceData, index: torch.Tensor):
+        """One forward/backward on two samples per fold: a model vmap cannot run fails here, before training."""
+        self.template.train()
+        try:
+            self.train_step(*data.take(index[:, :2]))
+        except Exception as exc:  # noqa: BLE001 - any failure means: train sequentially, and say why
+            raise ParallelUnsupported(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+        finally:
+            self.params.grad.zero_()
+
+    def train_step(self, batch, emos, vals, rows: Optional[List[int]] = None) -> torch.Tensor:
+        """Losses [len(rows)] of one step; gradients accumulate into the flat gradient's rows."""
+        losses = self.train_fn(self.params.trainable(rows), self.params.fixed_rows(rows), batch, emos, vals)
+        with warnings.catch_warnings():  # the gradients are row-strided views of one buffer on purpose
+            warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout")
+            losses.sum().backward()      # fold k's loss depends on row k only: row k's gradient is its own
+        return losses.detach()
+
+    @torch.no_grad()
+    def predict(self, data: DeviceData, index: Optional[torch.Tensor], flat=None, chunk: int = 256):
+        """Logits [K, N, C] and valence [K, N] of every fold (index [K, N] per fold, or None = all of data, shared)."""
+        self.template.eval()
+        flat = self.params.data if flat is None else flat
+        views, fixed = self.params.views(flat), self.params.fixed_rows()
+        n = len(data) if index is None else index.shape[1]
+        emo, val = [], []
+        for start in range(0, n, chunk):
+            if index is None:
+                batch, _, _ = data.take(torch.arange(start, min(start + chunk, n), device=data.device))
+                e, v = self.test_fn(views, fixed, batch)
+            else:
+                batch, _, _ = data.take(index[:, start:start + chunk])
+                e, v = self.eval_fn(views, fixed, batch)
+            emo.append(e)
+            val.append(v.reshape(v.shape[0], v.shape[1], -1))
+        return torch.cat(emo, 1), torch.cat(val, 1)
+
+
+def compiled(fn):
+    """torch.compile where it exists and works; the eager function (with a note) elsewhere."""
+    if not hasattr(torch, "compile"):
+        print("note: --compile needs torch >= 2.0; running eagerly")
+        return fn
+    state = {"fn": torch.compile(fn)}
+
+    def call(*args):
+        try:
+            return state["fn"](*args)
+        except Exception as exc:  # noqa: BLE001 - compile failures vary by backend; eager always works
+            if state["fn"] is fn:
+                raise
+            print(f"note: torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); running eagerly")
+            state["fn"] = fn
+            return fn(*args)
+    return call
+
+
+def fold_results(probs_logits, vals, data: DeviceData, index, k, opts, calculate_results, cls_loss):
+    """Fold k's evaluation dict, as engine.run_epoch returns it (loss: mean over the samples)."""
+    emos, gold_vals = data.emos[index], data.vals[index]
+    logits = probs_logits[:len(index)]
+    val_pred = vals[:len(index)]
+    loss = engine.batch_loss((None, logits, val_pred, torch.zeros((), device=logits.device)), emos, gold_vals, opts,
+                             cls_loss)
+    names = [data.names[i] for i in index.tolist()]
+    logits_np = logits.cpu().numpy() if opts.output_dim1 else []
+    probs = engine._softmax(logits_np) if opts.output_dim1 else []
+    emo_labels = emos.cpu().numpy() if opts.output_dim1 else []
+    val_np = val_pred.reshape(-1).cpu().numpy() if opts.output_dim2 else []
+    val_labels = gold_vals.cpu().numpy() if opts.output_dim2 else []
+    results, _ = calculate_results(probs, emo_labels, val_np, val_labels)
+    out = dict(names=names, loss=float(loss), **results)
+    if opts.output_dim1:
+        out["emologits"] = logits_np
+    return out
+
+
+def train_folds(build_model: Callable[[], nn.Module], data: DeviceData,
+                splits: List[Tuple[Sequence[int], Sequence[int]]], tests: List[DeviceData], opts: engine.TrainOptions,
+                device, calculate_results, *, seeds: Sequence[int], batch_size: int, rng_seed: Optional[int] = None,
+                keep_state: bool = False, compile: bool = False, desc: str = "folds") -> List[engine.FoldResult]:
+    """Train every (train index, eval index) split of ``data`` at once; one FoldResult per split, as train_fold's.
+
+    seeds[k]: fold k's initialisation and data order (the runners pass seed + k). rng_seed: dropout noise.
+    Raises ParallelUnsupported before any training when the model or the options cannot be stacked.
+    """
+    start = time.time()
+    k_folds = len(splits)
+    rng_seed = seeds[0] if rng_seed is None else rng_seed
+    fp = FoldParallel(build_model, seeds, opts, device, compile=compile)
+    dev = data.device
+    train_idx = [torch.as_tensor(np.ascontiguousarray(tr), dtype=torch.long) for tr, _ in splits]
+    eval_idx = [torch.as_tensor(np.ascontiguousarray(ev), dtype=torch.long).to(dev) for _, ev in splits]
+    e_max = max(len(e) for e in eval_idx)
+    eval_pad = torch.stack([torch.cat([e, e[:1].expand(e_max - len(e))]) for e in eval_idx])       # [K, E]
+    fp.probe(data, torch.stack([t[:2] for t in train_idx]).to(dev))
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]      # = SplitLoader(seed=seed_k)
+    opt = StackedAdam(fp.params.data, fp.params.grad, opts)
+    lrs = lr_schedule(opts)
+    best = [(-math.inf, -1, None) for _ in range(k_folds)]
+    best_flat = fp.params.data.clone()
+    history = [[] for _ in range(k_folds)]
+    bad, running = [0] * k_folds, [True] * k_folds
+    progress = engine._progress(range(opts.epochs), desc, opts.show_progress)
+    for epoch in progress:
+        if hasattr(fp.template, "set_epoch"):
+            fp.template.set_epoch(epoch)
+        fp.template.train()
+        lr = lrs[epoch]
+        orders = [t[torch.randperm(len(t), generator=g)] for t, g in zip(train_idx, generators)]
+        full = [len(o) // batch_size for o in orders]
+        steps = max(full)
+        # [S, K, B]: fold k's s-th batch, or a stand-in (its first samples) where it has none
+        stand_in = [o[torch.arange(batch_size) % len(o)] for o in orders]
+        index = [torch.stack([o[s * batch_size:(s + 1) * batch_size] if s < f else x
+                              for o, f, x in zip(orders, full, stand_in)]) for s in range(steps)]
+        index = torch.stack(index).to(dev) if steps else None
+        losses, counted = [], []
+        torch.manual_seed(epoch_seed(rng_seed, epoch))
+        for s in range(steps):
+            active = [k for k in range(k_folds) if running[k] and s < full[k]]
+            fp.params.grad.zero_()
+            losses.append(fp.train_step(*data.take(index[s])))
+            counted.append([s < f for f in full])
+            if fp.clip is not None:
+                fp.params.grad.clamp_(-fp.clip, fp.clip)
+            opt.step(active, lr)
+        for k, (o, f) in enumerate(zip(orders, full)):   # the epoch's short last batch of each fold
+            if len(o) > f * batch_size:
+                torch.manual_seed(epoch_seed(rng_seed, epoch, k))
+                fp.params.grad.zero_()
+                batch, emos, vals = data.take(o[f * batch_size:].to(dev).unsqueeze(0))
+                loss = fp.train_step(batch, emos, vals, rows=[k])
+                if fp.clip is not None:
+                    fp.params.grad.clamp_(-fp.clip, fp.clip)
+                opt.step([k] if running[k] else [], lr)
+                losses.append(torch.zeros(k_folds, device=loss.device).index_copy_(0, torch.tensor([k], device=loss.device), loss))
+                counted.append([j == k for j in range(k_folds)])
+        loss_matrix = torch.stack(losses).float().cpu().numpy() if losses else np.zeros((0, k_folds))   # one sync per epoch
+        mask = np.asarray(counted, dtype=bool).reshape(loss_matrix.shape)
+        emo_logits, val_preds = fp.predict(data, eval_pad)
+        for k in range(k_folds):
+            if not running[k]:
+                continue
+            fold_losses = loss_matrix[mask[:, k], k]
+            if not np.all(np.isfinite(fold_losses)):
+                raise FloatingPointError(f"fold {k + 1}: loss became {fold_losses[~np.isfinite(fold_losses)][0]} "
+                                         f"in epoch {epoch + 1}; lower --lr or raise --grad_clip")
+            res = fold_results(emo_logits[k], val_preds[k], data, eval_idx[k], k, opts, calculate_results, fp.cls_loss)
+            metric = metric_value(res, opts.metric_name)
+            history[k].append({"epoch": epoch + 1, "train_loss": float(fold_losses.mean()) if len(fold_losses) else float("nan"),
+                               "eval_loss": res["loss"], "eval_metric": metric, "lr": lr})
+            if metric > best[k][0]:
+                best[k] = (metric, epoch, res)
+                best_flat[k] = fp.params.data[k]
+                bad[k] = 0
+            else:
+                bad[k] += 1
+            if opts.early_stop and bad[k] >= opts.early_stop:
+                running[k] = False
+        if hasattr(progress, "set_postfix"):
+            progress.set_postfix(running=sum(running), best=" ".join(f"{b[0]:.3f}" for b in best))
+        if not any(running):
+            break
+    for k, b in enumerate(best):
+        if b[2] is None:
+            raise RuntimeError(f"fold {k + 1}: no epoch produced a finite eval metric; check the data and --lr")
+    test_results = [[] for _ in range(k_folds)]
+    for t in tests:
+        emo_logits, val_preds = fp.predict(t, None, flat=best_flat)
+        for k in range(k_folds):
+            test_results[k].append(fold_results(emo_logits[k], val_preds[k], t, torch.arange(len(t), device=t.device),
+                                                k, opts, calculate_results, fp.cls_loss))
+    seconds = (time.time() - start) / k_folds       # wall time shared by the K folds
+    return [engine.FoldResult(best_epoch=b[1] + 1, best_metric=b[0], eval_results=b[2], test_results=test_results[k],
+                              history=history[k], seconds=seconds,
+                              state_dict=fp.params.state_dict(fp.template, best_flat[k], k) if keep_state else None)
+            for k, b in enumerate(best)]
