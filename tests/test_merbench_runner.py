@@ -49,6 +49,7 @@ def test_main_robust_trains_our_model_and_writes_merbench_results(installed_tree
     args = np.load(glob.glob(str(installed_tree / "saved-trimodal" / "result" / "test1_*.npz"))[0],
                    allow_pickle=True)["args"].item()
     assert args.model == model and args.audio_dim == 12
+    assert "fold-parallel: the 5 folds" in proc.stdout          # on by default for our models
 
 
 def test_main_robust_trains_merbench_own_model(installed_tree, tiny_data):
@@ -57,6 +58,8 @@ def test_main_robust_trains_merbench_own_model(installed_tree, tiny_data):
                        "--video_feature", "clip-vit-large-patch14-UTT")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(glob.glob(str(installed_tree / "saved-trimodal" / "result" / "test*_*model:attention+utt*.npz"))) == 3
+    # MERBench's own model: trained fold-parallel, or sequentially with a note saying why; never silently
+    assert "fold-parallel: the 5 folds" in proc.stdout or "not fold-parallel (" in proc.stdout
 
 
 def test_main_robust_help_and_outside_merbench(installed_tree, tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..constants import MISSING_VALENCE
-from . import conditions, engine, options, report
+from . import conditions, engine, options, parallel, report
 from .metrics import summarise
 
 
@@ -68,6 +68,39 @@ def masked_calculate_results(calculate_results):
                 return results, text
         return calculate_results(emo_probs, emo_labels, val_preds, val_labels)
     return calc
+
+
+def fold_indices(loader, dataset):
+    """The sample indices a MERBench loader draws from ``dataset`` (SubsetRandomSampler or sequential)."""
+    if loader.dataset is not dataset:
+        raise parallel.ParallelUnsupported("the folds' loaders do not share one dataset")
+    indices = getattr(loader.sampler, "indices", None)
+    if indices is None and isinstance(loader.sampler, torch.utils.data.SequentialSampler):
+        indices = range(len(dataset))
+    if indices is None:
+        raise parallel.ParallelUnsupported(f"unknown sampler {type(loader.sampler).__name__} (expected SubsetRandomSampler)")
+    return np.asarray(list(indices), dtype=np.int64)
+
+
+def train_parallel(args, build, train_loaders, eval_loaders, test_loaders, opts, device, calc):
+    """All folds at once on device tensors built from MERBench's own datasets; None, with a note, where unsupported."""
+    try:
+        if test_loaders is None:
+            raise parallel.ParallelUnsupported("per-fold test sets (fold_test_loaders)")
+        dataset = train_loaders[0].dataset
+        splits = [(fold_indices(tr, dataset), fold_indices(ev, dataset)) for tr, ev in zip(train_loaders, eval_loaders)]
+        data = parallel.DeviceData.from_dataset(dataset, device)
+        tests = [parallel.DeviceData.from_dataset(t.dataset, device) for t in test_loaders]
+        folds = parallel.train_folds(build, data, splits, tests, opts, device, calc,
+                                    seeds=[args.seed + k for k in range(len(splits))],
+                                    batch_size=train_loaders[0].batch_size, keep_state=args.savemodel or args.robust_eval,
+                                    compile=args.compile, desc=f"{args.model} {len(splits)} folds")
+        print(f"fold-parallel: the {len(splits)} folds of {args.model} trained at once (one stacked model)", flush=True)
+        return folds
+    except parallel.ParallelUnsupported as exc:
+        print(f"note: {args.model}: training the {len(train_loaders)} folds one after another, not fold-parallel ({exc})",
+              flush=True)
+        return None
 
 
 def cpu_cuda_shim():
@@ -139,15 +172,19 @@ def main(argv=None):
 
     print("====== Training and Evaluation =======", flush=True)
     folds, name_time = [], time.time()
-    for k in range(len(train_loaders)):
+    if args.fold_parallel:
+        folds = train_parallel(args, lambda: get_models(args), train_loaders, eval_loaders,
+                               None if fold_tests else test_loaders, opts, device, calc) or []
+    for k in range(0 if folds else len(train_loaders)):
         engine.seed_everything(args.seed + k)
         fold = engine.train_fold(lambda: get_models(args), train_loaders[k], eval_loaders[k],
                                  [fold_tests[k]] if fold_tests else test_loaders, opts,
                                  device, calc, desc=f"{args.model} fold {k + 1}/{len(train_loaders)}",
                                  keep_state=args.savemodel or args.robust_eval)
+        folds.append(fold)
+    for k, fold in enumerate(folds):
         if args.savemodel:
             fold.save_checkpoint(os.path.join(model_dir, f"{prefix}_fold{k + 1}_{name_time}.pt"), args.model, args, k + 1)
-        folds.append(fold)
         print(f">>>>> fold {k + 1}: best epoch {fold.best_epoch}, eval {args.metric_name} {fold.best_metric:.4f}, "
               f"{fold.seconds:.1f}s", flush=True)
 

@@ -129,14 +129,14 @@ class StackedParams:
     def fixed_rows(self, rows=None) -> Dict[str, torch.Tensor]:
         return dict(self.fixed) if rows is None else {n: v[rows] for n, v in self.fixed.items()}
 
-    def state_dict(self, template: nn.Module, flat_row: torch.Tensor, k: int) -> dict:
-        """Fold k's state_dict (every key of the template's, tied weights included), on the CPU."""
+    def state_dict(self, outer: nn.Module, template: nn.Module, flat_row: torch.Tensor, k: int) -> dict:
+        """Fold k's state_dict with every key of ``outer`` (the model as built, tied weights included), on the CPU."""
         by_id = {id(p): n for n, p in template.named_parameters()}
         by_id.update({id(b): n for n, b in template.named_buffers() if b is not None})
         values = {n: v[0] for n, v in self.views(flat_row.unsqueeze(0)).items()}
         values.update({n: v[k] for n, v in self.fixed.items()})
         return {key: values[by_id[id(t)]].detach().cpu().clone()
-                for key, t in template.state_dict(keep_vars=True).items()}
+                for key, t in outer.state_dict(keep_vars=True).items()}
 
 
 class StackedAdam:
@@ -231,9 +231,10 @@ class FoldParallel:
         models = []
         for s in seeds:                              # the same initialisation as train_fold's
             engine.seed_everything(s)
-            models.append(engine.inner_model(build_model()))
-        self.template = copy.deepcopy(models[0]).to(device)
-        self.params = StackedParams(models, device)
+            models.append(build_model())
+        self.outer = copy.deepcopy(models[0]).to(device)     # MERBench's wrapper (state_dict keys), or the model
+        self.template = engine.inner_model(self.outer)
+        self.params = StackedParams([engine.inner_model(m) for m in models], device)
         cls_loss = self.template.classification_loss() if hasattr(self.template, "classification_loss") else None
         self.cls_loss = cls_loss.to(device) if hasattr(cls_loss, "to") else cls_loss
         clip = opts.grad_clip if opts.grad_clip is not None else getattr(self.template, "grad_clip", -1)
@@ -431,5 +432,5 @@ def train_folds(build_model: Callable[[], nn.Module], data: DeviceData,
     seconds = (time.time() - start) / k_folds       # wall time shared by the K folds
     return [engine.FoldResult(best_epoch=b[1] + 1, best_metric=b[0], eval_results=b[2], test_results=test_results[k],
                               history=history[k], seconds=seconds,
-                              state_dict=fp.params.state_dict(fp.template, best_flat[k], k) if keep_state else None)
+                              state_dict=fp.params.state_dict(fp.outer, fp.template, best_flat[k], k) if keep_state else None)
             for k, b in enumerate(best)]

@@ -102,11 +102,14 @@ def load_data(args):
 def train_parallel(args, model_name, build, train, tests, splits, opts, device, keep):
     """All folds at once (parallel.train_folds) on device-resident data; None, with a note, where unsupported."""
     try:
-        return parallel.train_folds(build, parallel.DeviceData.from_split(train, device), splits,
+        folds = parallel.train_folds(build, parallel.DeviceData.from_split(train, device), splits,
                                     [parallel.DeviceData.from_split(t, device) for t in tests], opts, device,
                                     mer_results, seeds=[args.seed + k for k in range(len(splits))],
                                     batch_size=args.batch_size, keep_state=keep, compile=args.compile,
                                     desc=f"{model_name} {len(splits)} folds")
+        if not args.quiet:
+            print(f"fold-parallel: the {len(splits)} folds of {model_name} trained at once (one stacked model)", flush=True)
+        return folds
     except parallel.ParallelUnsupported as exc:
         print(f"note: {model_name}: training the {len(splits)} folds one after another, not fold-parallel ({exc})",
               flush=True)
