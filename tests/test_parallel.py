@@ -42,7 +42,7 @@ def run_parallel(split, splits, seeds, o, make=None, **kw):
                                 batch_size=8, **kw)
 
 
-DETERMINISTIC = dict(dropout=0.0, use_modality_dropout=False, use_vae=False)
+DETERMINISTIC = dict(dropout=0.0, use_modality_dropout=False, use_vae=False, corrupt_aug=0.0)
 
 
 def test_deterministic_model_follows_the_sequential_trajectory(train_split):

@@ -109,6 +109,22 @@ class ModalityDropout(nn.Module):
         return torch.where(lost_all.unsqueeze(1), rescue, keep)
 
 
+def any_true(mask: torch.Tensor) -> bool:
+    """``mask.any()`` as a Python bool, to skip work; True inside torch.func.vmap (fold-parallel training),
+    where a batched tensor has no single truth value."""
+    try:
+        if torch._C._functorch.is_batchedtensor(mask):
+            return True
+    except AttributeError:  # torch < 2.0: functorch's own check
+        try:
+            import functorch
+            if functorch._C.is_batchedtensor(mask):
+                return True
+        except (ImportError, AttributeError):
+            pass
+    return bool(mask.any())
+
+
 CORRUPTION_KINDS = ("noise", "dropdims", "gain", "swap")
 
 
@@ -146,6 +162,6 @@ def corrupt_inputs(inputs, present: torch.Tensor, p: float, strength: float = 4.
     scores = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0)
     which = nn.functional.one_hot(scores.argmax(dim=1), m).bool() & eligible.unsqueeze(1)  # [B, M]
     kind = torch.randint(len(CORRUPTION_KINDS), (b,), device=present.device)
-    out = [torch.where(_per_sample(which[:, i], x), corrupt_one(x, kind, strength), x) if which[:, i].any() else x
+    out = [torch.where(_per_sample(which[:, i], x), corrupt_one(x, kind, strength), x) if any_true(which[:, i]) else x
            for i, x in enumerate(inputs)]
     return out, which
