@@ -331,3 +331,11 @@ def test_workers_without_results_ticks_and_a_stubborn_job_is_killed(tmp_path):
     q.stop()                                                        # SIGTERM ignored: SIGKILL after 0.5 s
     t.join(10)
     assert not t.is_alive() and time.time() - start < 5 and q.failed[0][1] == -9
+
+
+def test_a_job_past_its_time_limit_is_killed(tmp_path):
+    job = make_job(tmp_path, 0)
+    job.command, job.timeout = [sys.executable, "-c", "import time; time.sleep(30)"], 0.5
+    start = time.time()
+    (_, rc), = queue.run_local([job], finished=None, out=open(os.devnull, "w"))
+    assert rc == -9 and time.time() - start < 10 and "time limit" in Path(job.log).read_text()

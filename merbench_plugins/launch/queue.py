@@ -39,6 +39,7 @@ class Job:
     env: Dict[str, str] = field(default_factory=dict)   # on top of os.environ
     slot: int = 0                                       # which queue runs it
     log_name: str = "run.log"
+    timeout: Optional[float] = None                     # seconds; then killed (exit -9)
 
     @property
     def log(self) -> str:
@@ -167,7 +168,12 @@ class Queue:
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             with self.lock:
                 self.procs[job.slot] = proc
-            rc = proc.wait()
+            try:
+                rc = proc.wait(timeout=job.timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = proc.wait()
+                log.write(f"\nkilled: still running after {job.timeout:g}s (the job's time limit)\n")
             with self.lock:
                 self.procs.pop(job.slot, None)
         if rc == 0 and self.finished is not None and not self.finished(job.run_dir):

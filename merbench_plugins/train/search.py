@@ -57,7 +57,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional
 
 import yaml
@@ -501,32 +500,43 @@ def submit_slurm(args) -> int:
 # ---------------------------------------------------------------- the report
 
 def rerun_seeds(args, best_yaml_text: str, seeds: List[int], config: Dict[str, str]):
-    """The best setting over fresh seeds (in parallel over --workers / --gpus); reuses a finished run
-    only when its settings and its whole configuration (:func:`run_config`, runner flags included) match."""
+    """The best setting over fresh seeds, on the launcher's queue (--workers slots over --gpus); reuses a
+    finished run only when its settings and its whole configuration (:func:`run_config`, runner flags
+    included) match."""
     key = json.dumps(config, sort_keys=True)
-
-    def one(i_seed):
-        i, seed = i_seed
+    results, jobs = {}, []
+    for seed in seeds:
         run_dir = os.path.join(args.out, "best", f"seed_{seed}")
         hyper, made_by = os.path.join(run_dir, "hyper.yaml"), os.path.join(run_dir, "config.json")
         summary = find_summary(run_dir, args) if os.path.isdir(run_dir) else None
         if summary and os.path.isfile(hyper) and open(hyper).read() == best_yaml_text and \
                 os.path.isfile(made_by) and open(made_by).read() == key:
-            return seed, read_cv(summary), None
+            results[seed] = (seed, read_cv(summary), None)
+            continue
         if os.path.isdir(run_dir):
             shutil.rmtree(run_dir)
         os.makedirs(run_dir)
         report.atomic_write_text(hyper, best_yaml_text)
         report.atomic_write_text(made_by, key)
-        gpu = args.gpu_list[i % len(args.gpu_list)] if args.gpu_list else None
-        code, log, _ = run_training(args, hyper, run_dir, seed, gpu, timeout=args.trial_timeout)
-        summary = find_summary(run_dir, args)
-        if code != 0 or summary is None:
-            return seed, None, error_tail(log).splitlines()[-1:] or [f"exit {code}"]
-        return seed, read_cv(summary), None
-
-    with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
-        return list(pool.map(one, list(enumerate(seeds))))
+        jobs.append(Job(name=f"seed_{seed}", command=[], run_dir=run_dir, label=f"seed={seed}", meta_name=None,
+                        log_name="log.txt", timeout=args.trial_timeout, meta={"seed": seed, "hyper": hyper}))
+    workers = max(1, args.workers)
+    queue.deal(jobs, [str(args.gpu_list[k % len(args.gpu_list)]) if args.gpu_list else CPU for k in range(workers)])
+    env = {k: v for k, v in child_env().items() if os.environ.get(k) != v}
+    for job in jobs:
+        gpu = None if job.device == CPU else int(job.device)
+        job.command, cwd = runner_command(args, job.meta["hyper"], job.run_dir, job.meta["seed"], gpu)
+        job.workdir, job.env = cwd or os.getcwd(), env
+    failed = dict((job.name, code) for job, code in queue.run_local(jobs, finished=None))
+    for job in jobs:
+        seed, summary = job.meta["seed"], find_summary(job.run_dir, args)
+        if job.name in failed or summary is None:
+            with open(job.log, errors="replace") as f:
+                tail = error_tail(f.read()).splitlines()[-1:]
+            results[seed] = (seed, None, tail or [f"exit {failed.get(job.name)}"])
+        else:
+            results[seed] = (seed, read_cv(summary), None)
+    return [results[seed] for seed in seeds]
 
 
 def seeds_table(results, metric_name):
