@@ -182,9 +182,14 @@ def main(argv=None):
                                  device, calc, desc=f"{args.model} fold {k + 1}/{len(train_loaders)}",
                                  keep_state=args.savemodel or args.robust_eval)
         folds.append(fold)
+    stds = None
+    if args.savemodel or args.robust_eval:          # noise scale of robust eval: the whole train split (fold 1's train + eval)
+        from . import robust_eval
+        stds = robust_eval.feature_std(train_loaders[0], eval_loaders[0])
     for k, fold in enumerate(folds):
         if args.savemodel:
-            fold.save_checkpoint(os.path.join(model_dir, f"{prefix}_fold{k + 1}_{name_time}.pt"), args.model, args, k + 1)
+            fold.save_checkpoint(os.path.join(model_dir, f"{prefix}_fold{k + 1}_{name_time}.pt"), args.model, args,
+                                 k + 1, feature_std=stds)
         print(f">>>>> fold {k + 1}: best epoch {fold.best_epoch}, eval {args.metric_name} {fold.best_metric:.4f}, "
               f"{fold.seconds:.1f}s", flush=True)
 
@@ -232,9 +237,9 @@ def main(argv=None):
         models = engine.restore_models(folds, lambda: get_models(args), device)
         rows = robust_eval.robust_evaluate(
             models, OrderedDict((f"test{j + 1}", loader) for j, loader in enumerate(test_loaders)), device,
-            calculate_results=calc, conditions=robust_eval.all_conditions(args.robust_kinds.split(",")),
-            seed=args.seed, with_masks=robust_eval.registry_model(args.model), output_dim1=args.output_dim1,
-            output_dim2=args.output_dim2, model_name=args.model, progress=not args.quiet)
+            stds=stds, calculate_results=calc, conditions=robust_eval.all_conditions(args.robust_kinds.split(",")),
+            seed=args.robust_seed, with_masks=robust_eval.registry_model(args.model), output_dim1=args.output_dim1,
+            output_dim2=args.output_dim2, model_name=args.model, progress=not args.quiet, amp=opts.amp)
         summary["robust"] = rows
         paths = robust_eval.write_reports(rows, os.path.join(args.save_root, "robust"), f"robust_{prefix}_{name_time}")
         print("robust evaluation: " + ", ".join(paths.values()))

@@ -64,6 +64,9 @@ def add_robust_flags(parser: argparse.ArgumentParser):
     g.add_argument("--robust_eval", action="store_true",
                    help="after training, score the test sets under every modality subset, missing rate and noise level")
     g.add_argument("--robust_kinds", default="subset,missing,noise", help="which condition kinds to run")
+    g.add_argument("--robust_seed", type=int, default=0,
+                   help="seed of the corrupted test inputs (not --seed: every model and training seed, and "
+                        "`robust-eval --seed`, see the same inputs)")
     return parser
 
 

@@ -1,22 +1,29 @@
 """Robust evaluation: scores under every modality subset, random missing rates and additive noise.
 
 Conditions (each applied to a test set, then scored exactly like the plain test: the folds'
-predictions are averaged, so the full-modality row equals the plain test score):
+predictions are averaged under the same autocast as training (``--amp``), so the full-modality row
+equals the plain test score):
   * subset    A, T, V, AT, AV, TV, ATV: the absent modalities are zeroed (MERBench's "missing")
   * missing   every modality of every sample is dropped with probability r (0.0 ... 0.9, LNLN-style);
-              a sample that would lose all three keeps one at random; fixed seeds, identical for all models
-  * noise     Gaussian noise of std = level x the modality's feature std on present (non-padding) values
+              a sample that would have nothing left keeps one of the modalities its data has
+  * noise     Gaussian noise of std = level x the modality's feature std on the TRAINING split (saved
+              with the checkpoints), on present (non-padding) values; the same scale for every test set
+Every random draw of a sample comes from (seed, condition, sample name) alone, so every model,
+batch size, command and choice of kinds sees the same corrupted inputs. Each row also reports the
+effective missing rate (modalities absent after the condition, native gaps included) and how many
+samples were left with no modality. A new kind is one :class:`Kind` entry in :data:`KINDS`.
 Models that take ``batch['masks']`` (ours) get the presence mask too.
 
     python -m merbench_plugins robust-eval DATA_DIR --checkpoints 'runs/models/*attention_robust_v2*.pt' [...]
 """
 import argparse
 import glob
+import hashlib
 import os
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -24,16 +31,18 @@ import torch
 from .. import registry
 from ..modules.masking import MODALITIES
 from . import report
+from .engine import autocast
 from .metrics import mer_results, summarise
 
 SUBSETS = ("A", "T", "V", "AT", "AV", "TV", "ATV")
 MISSING_RATES = tuple(round(0.1 * i, 1) for i in range(10))
 NOISE_LEVELS = (0.0, 0.25, 0.5, 1.0, 2.0)
+N_UNIFORMS = 4           # per sample and condition: one drop draw per modality, one for the rescued modality
 
 
 @dataclass(frozen=True)
 class Condition:
-    kind: str        # subset | missing | noise
+    kind: str        # a key of KINDS: subset | missing | noise
     value: object    # 'AT' | 0.3 | 1.0
 
     @property
@@ -41,15 +50,48 @@ class Condition:
         return f"{self.kind}={self.value}"
 
 
+def keep_subset(value, u: torch.Tensor, native: torch.Tensor) -> torch.Tensor:
+    """The modalities named in ``value`` ('AT'), where the data has them."""
+    wanted = torch.tensor([c in value for c in "ATV"])
+    return native & wanted
+
+
+def keep_missing(value, u: torch.Tensor, native: torch.Tensor) -> torch.Tensor:
+    """Drop each modality with probability ``value``; a sample left with nothing (that had something)
+    keeps one of the modalities its data has, picked by its own draw."""
+    keep = (u[:, :3] >= value) & native                                        # [B, 3]
+    lost = ~keep.any(1) & native.any(1)                                        # [B]
+    choice = (u[:, 3] * native.sum(1)).floor().long()                          # [B] index among present ones
+    pick = native & (native.long().cumsum(1) - 1 == choice[:, None])           # [B, 3] one-hot
+    return keep | (pick & lost[:, None])
+
+
+def keep_all(value, u: torch.Tensor, native: torch.Tensor) -> torch.Tensor:
+    return native
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How a condition kind corrupts a batch."""
+    values: tuple                                   # default condition values
+    keep: Callable                                  # (value, uniforms [B, N_UNIFORMS], native [B, 3]) -> kept [B, 3]
+    noise: Callable = lambda value: (0.0, 0.0, 0.0)  # value -> noise level per modality (x the train std)
+
+
+KINDS = OrderedDict([
+    ("subset", Kind(SUBSETS, keep_subset)),
+    ("missing", Kind(MISSING_RATES, keep_missing)),
+    ("noise", Kind(NOISE_LEVELS, keep_all, lambda value: (value, value, value))),
+])
+
+
 def all_conditions(kinds=("subset", "missing", "noise"), missing_rates=MISSING_RATES, noise_levels=NOISE_LEVELS):
-    out = []
-    if "subset" in kinds:
-        out += [Condition("subset", s) for s in SUBSETS]
-    if "missing" in kinds:
-        out += [Condition("missing", r) for r in missing_rates]
-    if "noise" in kinds:
-        out += [Condition("noise", n) for n in noise_levels]
-    return out
+    """The conditions of ``kinds`` (keys of :data:`KINDS`), in that table's order."""
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise ValueError(f"unknown robust-eval kind(s) {', '.join(unknown)}: choose from {', '.join(KINDS)}")
+    values = {"missing": missing_rates, "noise": noise_levels}
+    return [Condition(k, v) for k in KINDS if k in kinds for v in values.get(k, KINDS[k].values)]
 
 
 def _valid(x):
@@ -57,23 +99,44 @@ def _valid(x):
     return (x != 0).any(-1, keepdim=True).to(x.dtype).expand_as(x)
 
 
-def apply_condition(batch: dict, cond: Condition, generator: torch.Generator, feature_std: dict) -> dict:
-    """A copy of ``batch`` under ``cond``, with ``masks`` = [B, 3] presence of what the model sees."""
+def sample_keys(names: Sequence[str], seed: int, cond: Condition) -> np.ndarray:
+    """[B] uint64: one key per sample from (seed, condition, name) only."""
+    return np.array([int.from_bytes(hashlib.blake2b(f"{seed}|{cond.label}|{n}".encode(), digest_size=8).digest(),
+                                    "little") for n in names], dtype=np.uint64)
+
+
+def uniforms(keys: np.ndarray, start: int, count: int) -> np.ndarray:
+    """[B, count] float64 in (0, 1): counter-based (splitmix64 of key and draw index start..start+count)."""
+    with np.errstate(over="ignore"):
+        z = keys[:, None] + (np.arange(start, start + count, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return ((z >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
+
+
+def normals(keys: np.ndarray, start: int, shape: Tuple[int, ...]) -> np.ndarray:
+    """[B, *shape] standard normals (Box-Muller on :func:`uniforms`); element i of a sample's row-major
+    [T, D] block uses draws start + 2i, so padding to another length leaves the real values' noise alone."""
+    n = int(np.prod(shape))
+    u = uniforms(keys, start, 2 * n)
+    z = np.sqrt(-2.0 * np.log(u[:, 0::2])) * np.cos(2 * np.pi * u[:, 1::2])
+    return z.reshape((len(keys),) + tuple(shape))
+
+
+def apply_condition(batch: dict, cond: Condition, names: Sequence[str], seed: int, feature_std: dict) -> dict:
+    """A copy of ``batch`` under ``cond``, with ``masks`` = [B, 3] presence of what the model sees.
+    Each sample's draws depend on (seed, cond, its name) only: not on the batch, its order or size."""
+    kind = KINDS[cond.kind]
+    keys = sample_keys(names, seed, cond)
+    native = torch.stack([(batch[k] != 0).flatten(1).any(1).cpu() for k in MODALITIES], 1)      # [B, 3]
+    keep = kind.keep(cond.value, torch.from_numpy(uniforms(keys, 0, N_UNIFORMS)), native)     # [B, 3]
     out = dict(batch)
-    b = batch[MODALITIES[0]].shape[0]
-    keep = torch.ones(b, 3, dtype=torch.bool)
-    if cond.kind == "subset":
-        keep[:, [m for m, c in enumerate("ATV") if c not in cond.value]] = False
-    elif cond.kind == "missing":
-        keep = torch.rand(b, 3, generator=generator) >= cond.value
-        lost = ~keep.any(1)
-        pick = torch.randint(0, 3, (b,), generator=generator)
-        keep[lost, pick[lost]] = True
-    for m, key in enumerate(MODALITIES):
+    for m, (key, level) in enumerate(zip(MODALITIES, kind.noise(cond.value))):
         x = batch[key]
-        if cond.kind == "noise" and cond.value > 0:
-            noise = torch.randn(x.shape, generator=generator).to(x.device) * (cond.value * feature_std[key])
-            x = x + noise * _valid(x)
+        if level > 0:
+            z = normals(keys, N_UNIFORMS + m * (1 << 40), tuple(x.shape[1:]))
+            x = x + torch.from_numpy(z).to(x.device, x.dtype) * (level * feature_std[key]) * _valid(x)
         km = keep[:, m].to(x.device).view(-1, *([1] * (x.dim() - 1)))
         out[key] = torch.where(km, x, torch.zeros((), dtype=x.dtype, device=x.device))
     present = torch.stack([(out[k] != 0).flatten(1).any(1) for k in MODALITIES], 1)
@@ -81,16 +144,18 @@ def apply_condition(batch: dict, cond: Condition, generator: torch.Generator, fe
     return out
 
 
-def feature_std(loader) -> dict:
-    """Per-modality std over the real (non-padding, non-missing) values of a loader's data."""
+def feature_std(*loaders) -> dict:
+    """Per-modality std over the real (non-padding, non-missing) values of the loaders' data
+    (the training split's: noise is scaled by it for every test set)."""
     sums = {k: [0.0, 0.0, 0.0] for k in MODALITIES}
-    for batch, *_ in loader:
-        for k in MODALITIES:
-            x = batch[k].double()
-            v = _valid(x).bool()
-            sums[k][0] += float(x[v].sum())
-            sums[k][1] += float((x[v] ** 2).sum())
-            sums[k][2] += int(v.sum())
+    for loader in loaders:
+        for batch, *_ in loader:
+            for k in MODALITIES:
+                x = batch[k].double()
+                v = _valid(x).bool()
+                sums[k][0] += float(x[v].sum())
+                sums[k][1] += float((x[v] ** 2).sum())
+                sums[k][2] += int(v.sum())
     out = {}
     for k, (s, s2, n) in sums.items():
         mean = s / max(n, 1)
@@ -100,58 +165,66 @@ def feature_std(loader) -> dict:
 
 @torch.no_grad()
 def predict(models: List[torch.nn.Module], loader, device, cond: Condition, seed: int, stds: dict, with_masks: bool,
-            output_dim1: int, output_dim2: int):
-    """Fold-averaged (emo_probs, emo_labels, val_preds, val_labels) under ``cond`` (same noise for every model)."""
+            output_dim1: int, output_dim2: int, amp: bool = False):
+    """Fold-averaged (emo_probs, emo_labels, val_preds, val_labels) under ``cond`` and the condition's
+    effective missing rate and count of samples with no modality (same inputs for every model)."""
+    batches, emo_labels, val_labels, masks = [], [], [], []
+    for batch, emos, vals_true, names in loader:
+        batch = apply_condition(batch, cond, list(names), seed, stds)
+        masks.append(batch["masks"].cpu())
+        if not with_masks:
+            batch.pop("masks")
+        batches.append({k: t.to(device) for k, t in batch.items()})
+        emo_labels.append(emos.cpu().numpy())
+        val_labels.append(vals_true.cpu().numpy().reshape(-1))
     probs, vals = [], []
-    emo_labels, val_labels = [], []
-    for i, model in enumerate(models):
+    for model in models:
         model.eval()
-        g = torch.Generator().manual_seed(seed)
         p, v = [], []
-        for batch, emos, vals_true, _ in loader:
-            batch = apply_condition(batch, cond, g, stds)
-            if not with_masks:
-                batch.pop("masks")
-            batch = {k: t.to(device) for k, t in batch.items()}
-            _, e, vo, _ = model(batch)
+        for batch in batches:
+            with autocast(device, amp):
+                _, e, vo, _ = model(batch)
             if output_dim1:
                 p.append(torch.softmax(e.float(), -1).cpu().numpy())
             if output_dim2:
                 v.append(vo.float().cpu().numpy().reshape(-1))
-            if i == 0:
-                emo_labels.append(emos.numpy())
-                val_labels.append(vals_true.numpy().reshape(-1))
         probs.append(np.concatenate(p) if p else None)
         vals.append(np.concatenate(v) if v else None)
     emo_probs = np.mean(probs, axis=0) if output_dim1 else []
     val_preds = np.mean(vals, axis=0) if output_dim2 else []
+    present = torch.cat(masks).float()                                                         # [N, 3]
+    absent = (float(1 - present.mean()), int((present.sum(1) == 0).sum()))
     return (emo_probs, np.concatenate(emo_labels) if output_dim1 else [], val_preds,
-            np.concatenate(val_labels) if output_dim2 else [])
+            np.concatenate(val_labels) if output_dim2 else []), absent
 
 
-def robust_evaluate(models, test_loaders: "OrderedDict[str, object]", device, *, calculate_results=mer_results,
-                    conditions=None, seed: int = 0, with_masks: bool = True, output_dim1: int = 6,
-                    output_dim2: int = 1, model_name: str = "model", progress: bool = True):
-    """One row per (test set, condition): {'model', 'test', 'kind', 'condition', f1, acc, val_mse, emoval}."""
-    conditions = conditions or all_conditions()
+def robust_evaluate(models, test_loaders: "OrderedDict[str, object]", device, *, stds: Optional[dict] = None,
+                    calculate_results=mer_results, conditions=None, seed: int = 0, with_masks: bool = True,
+                    output_dim1: int = 6, output_dim2: int = 1, model_name: str = "model", progress: bool = True,
+                    amp: bool = False):
+    """One row per (test set, condition): {'model', 'test', 'kind', 'condition', f1, acc, val_mse, emoval,
+    'missing_effective', 'no_modality'}. ``stds``: the training split's :func:`feature_std` (noise scale);
+    ``amp``: score under the same autocast as the plain test."""
+    conditions, device = conditions or all_conditions(), torch.device(device)
+    if stds is None and any(any(KINDS[c.kind].noise(c.value)) for c in conditions):
+        raise ValueError("noise conditions need stds=feature_std(<the training split's loader>): noise is scaled "
+                         "by the training data, the same for every test set")
     rows = []
     items = [(t, c) for t in test_loaders for c in conditions]
     bar = items
     if progress:
         from tqdm import tqdm
         bar = tqdm(items, desc=f"robust eval {model_name}", leave=False, dynamic_ncols=True, disable=None)
-    stds = {}
     for name, cond in bar:
-        if name not in stds:
-            stds[name] = feature_std(test_loaders[name])
-        k = conditions.index(cond)
-        results, _ = calculate_results(*predict(models, test_loaders[name], device, cond, seed + 1000 * k, stds[name],
-                                                with_masks, output_dim1, output_dim2))
-        rows.append(dict(model=model_name, test=name, kind=cond.kind, condition=cond.value, **summarise(results)))
+        preds, (missing, empty) = predict(models, test_loaders[name], device, cond, seed, stds or {}, with_masks,
+                                          output_dim1, output_dim2, amp)
+        results, _ = calculate_results(*preds)
+        rows.append(dict(model=model_name, test=name, kind=cond.kind, condition=cond.value, **summarise(results),
+                         missing_effective=round(missing, 4), no_modality=empty))
     return rows
 
 
-METRIC_COLUMNS = ("f1", "acc", "val_mse", "emoval")
+METRIC_COLUMNS = ("f1", "acc", "val_mse", "emoval", "missing_effective", "no_modality")
 
 
 def write_reports(rows, out_dir: str, stem: str = "robust", plot_metric: Optional[str] = None):
@@ -185,7 +258,7 @@ def plot(rows, path, metric=None):
     metric = metric or ("emoval" if any(r.get("emoval") is not None for r in rows) else "f1")
     tests = list(dict.fromkeys(r["test"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
-    kinds = [k for k in ("subset", "missing", "noise") if any(r["kind"] == k for r in rows)]
+    kinds = [k for k in KINDS if any(r["kind"] == k for r in rows)]
     fig, axes = plt.subplots(len(tests), len(kinds), figsize=(4.6 * len(kinds), 3.4 * len(tests)), squeeze=False)
     for i, test in enumerate(tests):
         for j, kind in enumerate(kinds):
@@ -194,7 +267,7 @@ def plot(rows, path, metric=None):
                 sel = [r for r in rows if r["test"] == test and r["kind"] == kind and r["model"] == model]
                 xs = [r["condition"] for r in sel]
                 ys = [np.nan if r.get(metric) is None else r[metric] for r in sel]
-                if kind == "subset":
+                if kind == "subset" or any(isinstance(x, str) for x in xs):
                     width = 0.8 / len(models)
                     ax.bar(np.arange(len(xs)) + mi * width - 0.4 + width / 2, ys, width, label=model)
                     ax.set_xticks(np.arange(len(xs)))
@@ -202,7 +275,8 @@ def plot(rows, path, metric=None):
                 else:
                     ax.plot(xs, ys, marker="o", label=model)
             ax.set_title(f"{test}: {kind}")
-            ax.set_xlabel({"subset": "modalities present", "missing": "missing rate", "noise": "noise (x std)"}[kind])
+            ax.set_xlabel({"subset": "modalities present", "missing": "missing rate (nominal)",
+                           "noise": "noise (x train std)"}.get(kind, kind))
             ax.set_ylabel(metric)
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
@@ -213,16 +287,16 @@ def plot(rows, path, metric=None):
 
 
 def load_checkpoints(patterns, device, merbench_root=None):
-    """Checkpoints written by --savemodel -> (model name, args dict, [models])."""
+    """Checkpoints written by --savemodel -> (model name, args dict, [models], train feature std or None)."""
     paths = sorted(p for pat in patterns for p in glob.glob(pat))
     if not paths:
         raise FileNotFoundError(f"no checkpoint matches {', '.join(patterns)} (train with --savemodel first)")
-    models, name, args = [], None, None
+    models, name, args, stds = [], None, None, None
     for path in paths:
         ckpt = torch.load(path, map_location="cpu", weights_only=False) if _has_weights_only() else torch.load(path, map_location="cpu")
         if name is not None and ckpt["model"] != name:
             raise ValueError(f"{path} holds model {ckpt['model']!r}, the others {name!r}: evaluate one model at a time")
-        name, args = ckpt["model"], ckpt["args"]
+        name, args, stds = ckpt["model"], ckpt["args"], ckpt.get("feature_std", stds)
         ns = argparse.Namespace(**args)
         try:
             model = registry.create_model(name, ns)
@@ -235,7 +309,7 @@ def load_checkpoints(patterns, device, merbench_root=None):
             model = get_models(ns)
         model.load_state_dict(ckpt["state_dict"])
         models.append(model.to(device))
-    return name, args, models
+    return name, args, models, stds
 
 
 def _has_weights_only():
@@ -256,22 +330,28 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the random missing patterns and noise")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", action="store_true", help="score under CUDA autocast (default: as the checkpoints "
+                                                      "were trained, so the full rows match their plain test)")
     p.add_argument("--merbench", default=None, help="MERBench root, for checkpoints of MERBench's own models")
     p.add_argument("--out", default="robust_eval", help="output folder")
     a = p.parse_args(argv)
     try:
-        name, args, models = load_checkpoints(a.checkpoints, torch.device(a.device), a.merbench)
+        conds = all_conditions(a.kinds.split(","), noise_levels=tuple(float(x) for x in a.noise_levels.split(",")))
+        name, args, models, stds = load_checkpoints(a.checkpoints, torch.device(a.device), a.merbench)
         ds = FeatureDataset(a.data_dir, args["audio_feature"], args["text_feature"], args["video_feature"],
                             feat_type=args["feat_type"], label_path=args.get("label_path"))
         tests = a.tests.split(",") if a.tests else sorted(s for s in ds.splits() if s != "train")
         loaders = OrderedDict((t, SplitLoader(ds.load(t), a.batch_size)) for t in tests)
+        if stds is None:
+            print("note: the checkpoints carry no training feature statistics (older version): noise is scaled by "
+                  f"the std of {a.data_dir}'s train split", file=sys.stderr)
+            stds = feature_std(SplitLoader(ds.load("train"), a.batch_size))
     except (DataError, FileNotFoundError, KeyError, ValueError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
-    conds = all_conditions(a.kinds.split(","), noise_levels=tuple(float(x) for x in a.noise_levels.split(",")))
-    rows = robust_evaluate(models, loaders, torch.device(a.device), conditions=conds, seed=a.seed,
+    rows = robust_evaluate(models, loaders, torch.device(a.device), stds=stds, conditions=conds, seed=a.seed,
                            with_masks=registry_model(name), output_dim1=args["output_dim1"],
-                           output_dim2=args["output_dim2"], model_name=name)
+                           output_dim2=args["output_dim2"], model_name=name, amp=a.amp or bool(args.get("amp")))
     stem = f"robust_{name}_{report.timestamp()}"
     paths = write_reports(rows, a.out, stem)
     print(open(paths["md"]).read())

@@ -140,10 +140,11 @@ def train_model(args, model_name, ds, train, tests, device, stamp):
                                    SplitLoader(train.subset(ev_idx), args.batch_size), test_loaders, opts, device,
                                    mer_results, desc=f"{model_name} fold {k + 1}/{args.folds}", keep_state=keep)
         folds = (folds or []) + [result]
+    stds = robust_eval.feature_std(SplitLoader(train, args.batch_size)) if keep else None   # noise scale: train
     for k, result in enumerate(folds):
         if args.savemodel:
             result.save_checkpoint(os.path.join(args.out, "models", f"{prefix}_fold{k + 1}_{stamp}.pt"),
-                                   model_name, margs, k + 1)
+                                   model_name, margs, k + 1, feature_std=stds)
         if not args.quiet:
             print(f"  {model_name} fold {k + 1}/{args.folds}: best epoch {result.best_epoch}, "
                   f"eval {margs.metric_name} {result.best_metric:.4f} ({result.seconds:.1f}s)", flush=True)
@@ -163,10 +164,10 @@ def train_model(args, model_name, ds, train, tests, device, stamp):
     if args.robust_eval:
         models = engine.restore_models(folds, lambda: registry.create_model(model_name, margs), device)
         robust_rows = robust_eval.robust_evaluate(
-            models, OrderedDict((t.name, loader) for t, loader in zip(tests, test_loaders)), device,
-            conditions=robust_eval.all_conditions(args.robust_kinds.split(",")), seed=args.seed,
+            models, OrderedDict((t.name, loader) for t, loader in zip(tests, test_loaders)), device, stds=stds,
+            conditions=robust_eval.all_conditions(args.robust_kinds.split(",")), seed=args.robust_seed,
             output_dim1=margs.output_dim1, output_dim2=margs.output_dim2, model_name=model_name,
-            progress=not args.quiet)
+            progress=not args.quiet, amp=opts.amp)
     return {
         "model": model_name, "dataset": args.dataset, "feat_type": args.feat_type,
         "features": [args.audio_feature, args.text_feature, args.video_feature],
