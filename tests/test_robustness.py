@@ -136,3 +136,32 @@ def test_bench_robust_writes_mean_std_tables_into_the_readme(tmp_path):
     text = readme.read_text()
     assert "old" not in text and text.startswith("intro") and text.endswith("rest\n")
     assert "| V2 " in text and "±" in text and "noise_all" in text and "test2 F1 vs attention" in text
+
+
+def test_robust_eval_noise1_corrupts_one_modality_only():
+    from merbench_plugins.train import robust_eval
+    conds = robust_eval.all_conditions(["noise1"])
+    assert [c.value for c in conds][:3] == ["Ax2", "Tx2", "Vx2"] and len(conds) == 6
+    batch = {k: torch.randn(5, d) for k, d in (("audios", 4), ("texts", 6), ("videos", 3))}
+    out = robust_eval.apply_condition(batch, robust_eval.Condition("noise1", "Tx4"), [f"s{i}" for i in range(5)], 0,
+                                      {k: 1.0 for k in batch})
+    assert torch.equal(out["audios"], batch["audios"]) and torch.equal(out["videos"], batch["videos"])
+    assert not torch.equal(out["texts"], batch["texts"]) and out["masks"].all()
+
+
+def test_corrupted_validation_is_deterministic_per_seed_and_keeps_the_clean_fold():
+    from merbench_plugins.train import selection
+    g = torch.Generator().manual_seed(0)
+    loader = [({k: torch.randn(8, d, generator=g) for k, d in (("audios", 4), ("texts", 6), ("videos", 3))},
+               torch.zeros(8), torch.zeros(8), [f"s{i}_{j}" for j in range(8)]) for i in range(3)]
+    a, b, c = (selection.corrupted_validation(loader, s) for s in (1, 1, 2))
+    assert len(a) == 6 and all(x[0] is y[0] for x, y in zip(a[:3], loader))       # clean half untouched
+    same = all(torch.equal(x[0][k], y[0][k]) for x, y in zip(a, b) for k in ("audios", "texts", "videos"))
+    differ = any(not torch.equal(x[0][k], y[0][k]) for x, y in zip(a[3:], c[3:]) for k in ("audios", "texts", "videos"))
+    assert same and differ
+    from merbench_plugins.modules.masking import presence_mask
+    present = torch.cat([presence_mask(x[0]) for x in a[3:]])
+    assert present.any(1).all() and (~present).any()                                # some lost, none lost all
+    assert selection.eval_loader(loader, "clean", 0) is loader
+    with pytest.raises(ValueError, match="select_on"):
+        selection.eval_loader(loader, "noisy", 0)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..constants import MISSING_VALENCE
-from . import conditions, engine, options, parallel, report
+from . import conditions, engine, options, parallel, report, selection
 from .metrics import summarise
 
 
@@ -172,12 +172,13 @@ def main(argv=None):
 
     print("====== Training and Evaluation =======", flush=True)
     folds, name_time = [], time.time()
-    if args.fold_parallel:
+    if args.fold_parallel and args.select_on == "clean":   # corrupted selection: the sequential loop
         folds = train_parallel(args, lambda: get_models(args), train_loaders, eval_loaders,
                                None if fold_tests else test_loaders, opts, device, calc) or []
     for k in range(0 if folds else len(train_loaders)):
         engine.seed_everything(args.seed + k)
-        fold = engine.train_fold(lambda: get_models(args), train_loaders[k], eval_loaders[k],
+        fold = engine.train_fold(lambda: get_models(args), train_loaders[k],
+                                 selection.eval_loader(eval_loaders[k], args.select_on, args.seed + k),
                                  [fold_tests[k]] if fold_tests else test_loaders, opts,
                                  device, calc, desc=f"{args.model} fold {k + 1}/{len(train_loaders)}",
                                  keep_state=args.savemodel or args.robust_eval)

@@ -37,6 +37,9 @@ def add_training_flags(parser: argparse.ArgumentParser, *, merbench: bool = Fals
     g.add_argument("--emo_weight", type=float, default=1.0, help="weight of the emotion classification loss")
     g.add_argument("--val_weight", type=float, default=1.0, help="weight of the valence regression loss")
     g.add_argument("--seed", type=int, default=42, help="random seed (data split, init, dropout)")
+    g.add_argument("--select_on", default="clean", choices=["clean", "corrupted"],
+                   help="pick the best epoch (and stop early) on the validation fold as it is, or on it plus a "
+                        "corrupted copy (missing and noisy modalities, fixed per seed)")
     g.add_argument("--amp", action="store_true", help="mixed precision (CUDA only; ignored on CPU)")
     g.add_argument("--threads", type=int, default=0 if merbench else 1,
                    help="CPU threads for torch (small feature models train fastest single-threaded; 0 = torch's default)")
@@ -63,7 +66,8 @@ def add_robust_flags(parser: argparse.ArgumentParser):
     g = parser.add_argument_group("robust evaluation")
     g.add_argument("--robust_eval", action="store_true",
                    help="after training, score the test sets under every modality subset, missing rate and noise level")
-    g.add_argument("--robust_kinds", default="subset,missing,noise", help="which condition kinds to run")
+    g.add_argument("--robust_kinds", default="subset,missing,noise,noise1",
+                   help="which condition kinds to run (noise1: noise on one modality at a time)")
     g.add_argument("--robust_seed", type=int, default=0,
                    help="seed of the corrupted test inputs (not --seed: every model and training seed, and "
                         "`robust-eval --seed`, see the same inputs)")

@@ -37,13 +37,15 @@ from .metrics import mer_results, summarise
 SUBSETS = ("A", "T", "V", "AT", "AV", "TV", "ATV")
 MISSING_RATES = tuple(round(0.1 * i, 1) for i in range(10))
 NOISE_LEVELS = (0.0, 0.25, 0.5, 1.0, 2.0)
+# one modality at a time: noise on all three cannot show whether fusion turns away from a corrupted input
+NOISE_ONE = tuple(f"{m}x{level:g}" for level in (2.0, 4.0) for m in "ATV")
 N_UNIFORMS = 4           # per sample and condition: one drop draw per modality, one for the rescued modality
 
 
 @dataclass(frozen=True)
 class Condition:
-    kind: str        # a key of KINDS: subset | missing | noise
-    value: object    # 'AT' | 0.3 | 1.0
+    kind: str        # a key of KINDS: subset | missing | noise | noise1
+    value: object    # 'AT' | 0.3 | 1.0 | 'Tx4'
 
     @property
     def label(self):
@@ -82,10 +84,12 @@ KINDS = OrderedDict([
     ("subset", Kind(SUBSETS, keep_subset)),
     ("missing", Kind(MISSING_RATES, keep_missing)),
     ("noise", Kind(NOISE_LEVELS, keep_all, lambda value: (value, value, value))),
+    # 'Tx4': 4 x std noise on text only
+    ("noise1", Kind(NOISE_ONE, keep_all, lambda value: tuple(float(value[2:]) * (c == value[0]) for c in "ATV"))),
 ])
 
 
-def all_conditions(kinds=("subset", "missing", "noise"), missing_rates=MISSING_RATES, noise_levels=NOISE_LEVELS):
+def all_conditions(kinds=tuple(KINDS), missing_rates=MISSING_RATES, noise_levels=NOISE_LEVELS):
     """The conditions of ``kinds`` (keys of :data:`KINDS`), in that table's order."""
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
@@ -325,7 +329,7 @@ def main(argv=None):
     p.add_argument("data_dir", help="MERBench-layout dataset folder the checkpoints were trained on")
     p.add_argument("--checkpoints", nargs="+", required=True, help="checkpoint files or globs (one model, its folds)")
     p.add_argument("--tests", default=None, help="comma-separated test sets (default: every non-train split)")
-    p.add_argument("--kinds", default="subset,missing,noise", help="condition kinds to run")
+    p.add_argument("--kinds", default=",".join(KINDS), help="condition kinds to run (noise1: one modality at a time)")
     p.add_argument("--noise_levels", default=",".join(map(str, NOISE_LEVELS)))
     p.add_argument("--seed", type=int, default=0, help="seed of the random missing patterns and noise")
     p.add_argument("--batch_size", type=int, default=64)

@@ -17,7 +17,7 @@ import torch
 
 from .. import registry
 from ..data.merbench_layout import DataError, FeatureDataset, Split
-from . import conditions, engine, options, parallel, report, robust_eval
+from . import conditions, engine, options, parallel, report, robust_eval, selection
 from .metrics import mer_results, summarise
 
 
@@ -133,11 +133,14 @@ def train_model(args, model_name, ds, train, tests, device, stamp):
     splits = fold_indices(len(train), args.folds, args.seed)
     build = lambda: registry.create_model(model_name, margs)  # noqa: E731
     keep = args.savemodel or args.robust_eval
-    folds = train_parallel(args, model_name, build, train, tests, splits, opts, device, keep) if args.fold_parallel else None
+    # corrupted-validation selection needs the sequential loop (its eval batches are built per fold)
+    parallel_ok = args.fold_parallel and args.select_on == "clean"
+    folds = train_parallel(args, model_name, build, train, tests, splits, opts, device, keep) if parallel_ok else None
     for k, (tr_idx, ev_idx) in enumerate(splits if folds is None else []):
         engine.seed_everything(args.seed + k)
         result = engine.train_fold(build, SplitLoader(train.subset(tr_idx), args.batch_size, shuffle=True, seed=args.seed + k),
-                                   SplitLoader(train.subset(ev_idx), args.batch_size), test_loaders, opts, device,
+                                   selection.eval_loader(SplitLoader(train.subset(ev_idx), args.batch_size),
+                                                         args.select_on, args.seed + k), test_loaders, opts, device,
                                    mer_results, desc=f"{model_name} fold {k + 1}/{args.folds}", keep_state=keep)
         folds = (folds or []) + [result]
     stds = robust_eval.feature_std(SplitLoader(train, args.batch_size)) if keep else None   # noise scale: train
