@@ -31,6 +31,8 @@ ABLATION = MAIN + (
     ("V4 no reliability", "attention_robust_v4", ("--reliability_weight", "0")),
     ("mrg_net seed (no dropout/aug, sum)", "mrg_net", ("--modality_dropout", "0", "--corrupt_aug", "0",
                                                        "--no_fusion_mean")),
+    ("V2 select on corrupted val", "attention_robust_v2", ("--select_on", "corrupted")),
+    ("V4 select on corrupted val", "attention_robust_v4", ("--select_on", "corrupted")),
 )
 MARKERS = ("<!-- bench-robust:start -->", "<!-- bench-robust:end -->")
 
