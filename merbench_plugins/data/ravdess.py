@@ -265,7 +265,7 @@ class CachedClip:
 REBUILD_HINT = "run `python -m merbench_plugins ravdess-prep RAVDESS_ROOT CACHE_DIR` again to rebuild it"
 
 
-class CacheError(Exception):
+class CacheError(ValueError):
     """A cache file that cannot be used: one line naming the file (``path``), the ``reason`` and the fix."""
 
     def __init__(self, path: str, reason: str, hint: str = REBUILD_HINT):
