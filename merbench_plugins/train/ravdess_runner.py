@@ -197,7 +197,7 @@ def prepare_out(out: str, settings: Dict, restart: bool, n_folds: int) -> List[D
                 old = json.load(f)
         except (OSError, ValueError) as err:
             raise ValueError(f"{run_path} is unreadable ({err}); pass --restart to start over") from None
-        changed = _diff(json.loads(json.dumps(old)), json.loads(json.dumps(settings)))
+        changed = _diff(old, json.loads(json.dumps(settings)))          # tuples -> lists, as on disk
         if changed:
             shown = ", ".join(changed[:6]) + (f" (+{len(changed) - 6} more)" if len(changed) > 6 else "")
             raise ValueError(f"{out} holds a run with other settings ({shown}); pass --restart to start over "
