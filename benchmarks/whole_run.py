@@ -1,0 +1,122 @@
+"""Whole-run time of the standalone runner, sequential folds vs fold-parallel (and --compile), as ratios.
+
+One process, one data load; the configurations run interleaved (round-robin over ``--repeats``) and each
+is one complete ``train_model``: every fold trained with its evaluation each epoch, best checkpoints, test
+predictions, fold averaging. Early stopping is off so that every configuration does the same epochs.
+
+    python benchmarks/whole_run.py [DATA_DIR] [--models attention_robust_v2,attention] [--device cuda]
+        [--epochs 10] [--folds 5] [--compile] [--mer2023_size] [--seq_epochs 3] [--out whole_run.md]
+
+Without DATA_DIR it generates the demo's synthetic set (``--mer2023_size``: MER2023's utterance feature
+sizes and sample counts). ``--seq_epochs k`` times the sequential path on k epochs only and scales its
+time to ``--epochs`` (marked in the table) to save GPU time; its per-epoch cost is constant without
+early stopping.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+from merbench_plugins.data.synthetic import generate
+from merbench_plugins.train import engine, parallel, report, runner
+
+MER2023 = dict(n_train=3373, n_test=412, dims=(1024, 5120, 768))
+
+
+def warm_up(device):
+    """Pay one-time imports / CUDA context before any timing (torch.optim imports torch._dynamo lazily)."""
+    p = torch.nn.Parameter(torch.zeros(2, device=device))
+    torch.optim.AdamW([p]).step()
+    api = parallel.functional_api()
+    if api is not None:
+        api[0](lambda x: x * 2)(torch.zeros(2, 2, device=device))
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("data_dir", nargs="?", help="MERBench-layout folder (default: generate the demo's synthetic set)")
+    p.add_argument("--models", default="attention_robust_v2,attention")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seq_epochs", type=int, default=0, help="time the sequential path on this many epochs, scaled")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--feat_type", default="utt")
+    p.add_argument("--repeats", type=int, default=1, help="interleaved rounds (the fastest round counts)")
+    p.add_argument("--compile", action="store_true", help="also time fold-parallel with --compile")
+    p.add_argument("--compile_models", help="only these models get the --compile configuration (default: all)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA) in every configuration")
+    p.add_argument("--mer2023_size", action="store_true", help="generated data at MER2023's sizes (utt only)")
+    p.add_argument("--quick", action="store_true", help="tiny generated data (checks that the script works)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", help="also write the table (markdown) here")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    device = engine.resolve_device(a.device)
+    data_dir = a.data_dir
+    if data_dir is None:
+        data_dir = tempfile.mkdtemp(prefix="whole_run_")
+        size = MER2023 if a.mer2023_size else dict(n_train=120, n_test=40, dims=(16, 24, 8)) if a.quick else {}
+        t = time.time()
+        generate(data_dir, seed=0, frames=a.feat_type != "utt", **size)
+        print(f"generated {data_dir} ({size or 'demo size'}) in {time.time() - t:.0f}s", flush=True)
+    configs = [("sequential", ["--no_fold_parallel"]), ("fold-parallel", [])]
+    if a.compile:
+        configs.append(("fold-parallel --compile", ["--compile"]))
+    base = [data_dir, "--folds", str(a.folds), "--batch_size", str(a.batch_size), "--feat_type", a.feat_type,
+            "--device", str(device), "--early_stop", "0", "--quiet", "--threads", str(a.threads),
+            "--out", tempfile.mkdtemp(prefix="whole_run_out_")] + (["--amp"] if a.amp else [])
+    args0 = runner.build_parser().parse_args(base)
+    ds, train, tests = runner.load_data(args0)
+    warm_up(device)
+    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    seconds, scores = {}, {}
+    for _ in range(a.repeats):
+        for model in models:
+            for name, flags in configs:
+                if "--compile" in flags and a.compile_models and model not in a.compile_models.split(","):
+                    continue
+                epochs = a.seq_epochs if name == "sequential" and a.seq_epochs else a.epochs
+                args = runner.build_parser().parse_args(base + flags + ["--epochs", str(epochs), "--model", model])
+                runner.default_features(args)
+                sync(device)
+                t = time.perf_counter()
+                summary = runner.train_model(args, model, ds, train, tests, device, report.timestamp())
+                sync(device)
+                elapsed = (time.perf_counter() - t) * a.epochs / epochs
+                seconds[model, name] = min(seconds.get((model, name), float("inf")), elapsed)
+                scores[model, name] = summary["tests"][tests[0].name]
+                print(f"  {model} {name}: {elapsed:.1f}s" + (f" (scaled from {epochs} epochs)" if epochs != a.epochs else ""),
+                      flush=True)
+    metric = "emoval" if train.has_valence else "f1"
+    head = [f"model", *[f"{n} (s)" for n, _ in configs], *[f"{n} speed-up" for n, _ in configs[1:]],
+            *[f"{tests[0].name} {metric}, {n}" for n, _ in configs]]
+    rows = []
+    for model in models:
+        seq = seconds[model, "sequential"]
+        got = lambda n: (model, n) in seconds  # noqa: E731
+        rows.append([model, *[round(seconds[model, n], 2) if got(n) else "-" for n, _ in configs],
+                     *[f"{seq / seconds[model, n]:.2f}x" if got(n) else "-" for n, _ in configs[1:]],
+                     *[round(scores[model, n].get(metric, float("nan")), 4) if got(n) else "-" for n, _ in configs]])
+    note = (f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{a.threads} thread(s)'}), "
+            f"torch {torch.__version__}, {a.folds} folds x {a.epochs} epochs, batch {a.batch_size}, {a.feat_type}, "
+            f"train {len(train)} samples, dims {ds.dims(train)}, amp {a.amp}, best of {a.repeats} interleaved round(s)"
+            + (f"; sequential timed on {a.seq_epochs} epochs and scaled" if a.seq_epochs else ""))
+    table = note + "\n\n" + report.markdown_table(head, rows)
+    print(table)
+    if a.out:
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+        report.atomic_write_text(a.out, table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
