@@ -13,8 +13,10 @@ own loss, and one Adam(W) update (``torch._fused_adamw_`` where available) steps
 The data sit on the device once (:class:`DeviceData`); batches are index lookups there.
 
 Randomness is drawn per epoch from ``torch.manual_seed(rng_seed, epoch)`` with fixed shapes: every
-fold runs every step (a fold without a batch at that step, or already stopped, computes on a stand-in
-batch and is not updated), so no fold's data, seed or stopping can change another fold's noise.
+running fold runs every step (a fold without a batch at that step computes on a stand-in batch and is
+not updated), so while the same folds run, no fold's data or seed can change another fold's noise. A
+fold that stops leaves the stack (its best checkpoint is kept), so the others' later noise draws
+differ from a run where it kept going (the same distribution, other numbers).
 Batches shorter than ``batch_size`` (an epoch's last) run after the full ones, per fold, each with its
 own seed. Models that vmap cannot run (LSTMs, MERBench's models) raise :class:`ParallelUnsupported`
 before any training; the runners then log it and train the folds one after another.
@@ -275,11 +277,13 @@ class FoldParallel:
         return losses.detach()
 
     @torch.no_grad()
-    def predict(self, data: DeviceData, index: Optional[torch.Tensor], flat=None, chunk: int = 256):
-        """Logits [K, N, C] and valence [K, N] of every fold (index [K, N] per fold, or None = all of data, shared)."""
+    def predict(self, data: DeviceData, index: Optional[torch.Tensor], flat=None, rows=None, chunk: int = 256):
+        """Logits [K', N, C] and valence [K', N, 1] of the folds ``rows`` (default all), with the weights
+        ``flat`` (default the current ones); index [K', N] per fold, or None = all of ``data``, shared."""
         self.template.eval()
         flat = self.params.data if flat is None else flat
-        views, fixed = self.params.views(flat), self.params.fixed_rows()
+        flat = flat if rows is None else flat[rows]
+        views, fixed = self.params.views(flat), self.params.fixed_rows(rows)
         n = len(data) if index is None else index.shape[1]
         emo, val = [], []
         for start in range(0, n, chunk):
@@ -375,36 +379,39 @@ def train_folds(build_model: Callable[[], nn.Module], data: DeviceData,
         index = torch.stack(index).to(dev) if steps else None
         losses, counted = [], []
         torch.manual_seed(epoch_seed(rng_seed, epoch))
+        # stopped folds leave the stack (their checkpoint is kept); the rest run on
+        rows = [k for k in range(k_folds) if running[k]]
+        sub = None if len(rows) == k_folds else rows
+        rows_t = torch.tensor(rows, device=dev)
         for s in range(steps):
-            active = [k for k in range(k_folds) if running[k] and s < full[k]]
+            active = [k for k in rows if s < full[k]]
             fp.params.grad.zero_()
-            losses.append(fp.train_step(*data.take(index[s])))
+            loss = fp.train_step(*data.take(index[s] if sub is None else index[s][rows_t]), rows=sub)
+            losses.append(loss if sub is None else torch.zeros(k_folds, device=dev).index_copy_(0, rows_t, loss))
             counted.append([s < f for f in full])
             if fp.clip is not None:
                 fp.params.grad.clamp_(-fp.clip, fp.clip)
             opt.step(active, lr)
         for k, (o, f) in enumerate(zip(orders, full)):   # the epoch's short last batch of each fold
-            if len(o) > f * batch_size:
+            if running[k] and len(o) > f * batch_size:
                 torch.manual_seed(epoch_seed(rng_seed, epoch, k))
                 fp.params.grad.zero_()
                 batch, emos, vals = data.take(o[f * batch_size:].to(dev).unsqueeze(0))
                 loss = fp.train_step(batch, emos, vals, rows=[k])
                 if fp.clip is not None:
                     fp.params.grad.clamp_(-fp.clip, fp.clip)
-                opt.step([k] if running[k] else [], lr)
+                opt.step([k], lr)
                 losses.append(torch.zeros(k_folds, device=loss.device).index_copy_(0, torch.tensor([k], device=loss.device), loss))
                 counted.append([j == k for j in range(k_folds)])
         loss_matrix = torch.stack(losses).float().cpu().numpy() if losses else np.zeros((0, k_folds))   # one sync per epoch
         mask = np.asarray(counted, dtype=bool).reshape(loss_matrix.shape)
-        emo_logits, val_preds = fp.predict(data, eval_pad)
-        for k in range(k_folds):
-            if not running[k]:
-                continue
+        emo_logits, val_preds = fp.predict(data, eval_pad[rows_t], rows=sub)
+        for j, k in enumerate(rows):
             fold_losses = loss_matrix[mask[:, k], k]
             if not np.all(np.isfinite(fold_losses)):
                 raise FloatingPointError(f"fold {k + 1}: loss became {fold_losses[~np.isfinite(fold_losses)][0]} "
                                          f"in epoch {epoch + 1}; lower --lr or raise --grad_clip")
-            res = fold_results(emo_logits[k], val_preds[k], data, eval_idx[k], k, opts, calculate_results, fp.cls_loss)
+            res = fold_results(emo_logits[j], val_preds[j], data, eval_idx[k], k, opts, calculate_results, fp.cls_loss)
             metric = metric_value(res, opts.metric_name)
             history[k].append({"epoch": epoch + 1, "train_loss": float(fold_losses.mean()) if len(fold_losses) else float("nan"),
                                "eval_loss": res["loss"], "eval_metric": metric, "lr": lr})
