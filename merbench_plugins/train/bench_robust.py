@@ -29,7 +29,7 @@ ABLATION = MAIN + (
     ("V4 no modality dropout", "attention_robust_v4", ("--no_modality_dropout",)),
     ("V4 no corruption aug", "attention_robust_v4", ("--corrupt_aug", "0")),
     ("V4 no reliability", "attention_robust_v4", ("--reliability_weight", "0")),
-    ("mrg_net seed (no dropout/aug, sum)", "mrg_net", ("--modality_dropout", "0", "--corrupt_aug", "0",
+    ("mrg_net seed (no dropout/aug; sum)", "mrg_net", ("--modality_dropout", "0", "--corrupt_aug", "0",
                                                        "--no_fusion_mean")),
     ("V2 select on corrupted val", "attention_robust_v2", ("--select_on", "corrupted")),
     ("V4 select on corrupted val", "attention_robust_v4", ("--select_on", "corrupted")),
