@@ -3,6 +3,7 @@ import argparse
 import glob
 import json
 
+import numpy as np
 import pytest
 
 from merbench_plugins import registry
@@ -49,6 +50,14 @@ def test_main_robust_default_command_uses_declared_defaults(installed_tree, tiny
     assert "settings of attention_robust_v4: declared defaults" in proc.stdout
     summary = json.load(open(glob.glob(str(installed_tree / "saved-trimodal" / "summary" / "*.json"))[0]))
     assert summary["settings"] == registry.model_defaults("attention_robust_v4")
+    # result npz: MERBench's args plus names and fold-averaged predictions; per missing pattern in the summary
+    npz = np.load(glob.glob(str(installed_tree / "saved-trimodal" / "result" / "test2_*.npz"))[0], allow_pickle=True)
+    assert npz["args"].item().model == "attention_robust_v4"
+    assert npz["emoprobs"].shape == (len(npz["names"]), 6) and len(npz["valpreds"]) == len(npz["names"])
+    assert np.allclose(npz["emoprobs"].sum(1), 1.0, atol=1e-5)
+    groups = summary["tests_by_condition"]["test2"]
+    assert "all" in groups and any(g.startswith("present:") for g in groups)
+    assert sum(v["n"] for g, v in groups.items() if g != "all") == groups["all"]["n"]
     (installed_tree / "other.yaml").write_text("tfn:\n  lr: [0.001]\n")
     proc = main_robust(installed_tree, tiny_data, "--model", "mrg_net", "--tune_yaml", "other.yaml", *feats)
     assert proc.returncode != 0 and "has no entry for model 'mrg_net'" in proc.stderr
