@@ -440,3 +440,29 @@ def test_all_workers_crash_fails_and_ctrl_c_uses_no_retry(fake_runner, tiny_data
         assert study.get_trials()[-1].user_attrs["retries"] == max(0, k - search.MAX_RETRIES)   # lost workers only
         study.ask()                               # a worker takes the retry (left RUNNING here)
     assert not search.gave_up_settings(study)
+
+
+def test_sqlite_workers_ask_one_at_a_time(tmp_path):
+    """Two workers popping the same re-queued trial at once both trained it (SQLite has no row locks)."""
+    optuna = pytest.importorskip("optuna")
+    url = search.default_storage(str(tmp_path))
+    optuna.create_study(study_name="s", storage=url).enqueue_trial({"x": 1})
+    spans = []
+
+    class Slow(optuna.samplers.RandomSampler):
+        def before_trial(self, study, trial):      # inside ask(), after the trial is popped or created
+            start = time.time()
+            time.sleep(0.3)
+            spans.append((start, time.time(), trial.number))
+
+    def worker():
+        study = optuna.load_study(study_name="s", storage=url, sampler=Slow())
+        search.serialize_ask(study, str(tmp_path / ".ask.lock"))
+        study.ask()
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    (a0, a1, na), (b0, b1, nb) = sorted(spans)
+    assert a1 <= b0 and na != nb                       # no overlap; the queued trial went to one worker

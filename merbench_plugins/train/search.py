@@ -340,6 +340,27 @@ def describe_finished(optuna, study, number: int, metric_label: str) -> str:
     return s
 
 
+def serialize_ask(study, lock_path: str):
+    """One ``study.ask()`` at a time among the workers sharing ``lock_path``. SQLite has no row locks, so
+    two workers popping the same queued (re-queued) trial at once both got it and trained it twice
+    (seen in a kill/rerun cycle); the lock also keeps two samplers from picking at the same instant."""
+    try:
+        import fcntl
+    except ImportError:                       # not POSIX: no file lock to take
+        return
+    ask = study.ask
+
+    def locked_ask(*args, **kwargs):
+        with open(lock_path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                return ask(*args, **kwargs)
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    study.ask = locked_ask
+
+
 def run_worker(optuna, args, space, fixed, order_seed: int, worker_index: int, announce: bool) -> int:
     """One worker: run trials of the shared study until it holds --trials (or the grid is used up)."""
     gpu = args.gpu_list[worker_index % len(args.gpu_list)] if args.gpu_list else None
@@ -348,6 +369,8 @@ def run_worker(optuna, args, space, fixed, order_seed: int, worker_index: int, a
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3) if args.pruner == "median" else optuna.pruners.NopPruner()
     study = optuna.load_study(study_name=args.study, storage=storage,
                               sampler=make_sampler(optuna, args.sampler, space, seed, order_seed), pruner=pruner)
+    if args.storage.startswith("sqlite"):
+        serialize_ask(study, os.path.join(args.out, ".ask.lock"))
     metric_label = "cv " + (args.metric if args.metric != "auto" else "emoval")
     current = {}
     objective = make_objective(optuna, args, space, fixed, gpu, current)
