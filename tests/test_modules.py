@@ -232,7 +232,7 @@ def test_gated_fusion_weights_sum_to_one_over_present():
 
 
 def test_improved_encoder_starts_at_unit_variance():
-    model = create_model("attention_robust_v4", model_args()).train()
+    model = create_model("attention_robust_v4", model_args(improved_encoder=True)).train()
     *_, logvar = model.encode(random_batch())
     assert torch.equal(logvar, torch.zeros_like(logvar))
 

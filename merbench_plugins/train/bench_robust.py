@@ -26,13 +26,14 @@ ABLATION = MAIN + (
     ("V2 + modality dropout 0.3", "attention_robust_v2", ("--use_modality_dropout",)),
     ("V2 no corruption aug", "attention_robust_v2", ("--corrupt_aug", "0")),
     ("V2 no reliability", "attention_robust_v2", ("--reliability_weight", "0")),
-    ("V4 no modality dropout", "attention_robust_v4", ("--no_modality_dropout",)),
-    ("V4 no corruption aug", "attention_robust_v4", ("--corrupt_aug", "0")),
-    ("V4 no reliability", "attention_robust_v4", ("--reliability_weight", "0")),
+    ("V4 LayerNorm encoder (old default)", "attention_robust_v4", ("--improved_encoder",)),
+    ("V4 LN: no modality dropout", "attention_robust_v4", ("--improved_encoder", "--no_modality_dropout")),
+    ("V4 LN: no corruption aug", "attention_robust_v4", ("--improved_encoder", "--corrupt_aug", "0")),
+    ("V4 LN: no reliability", "attention_robust_v4", ("--improved_encoder", "--reliability_weight", "0")),
     ("mrg_net seed (no dropout/aug; sum)", "mrg_net", ("--modality_dropout", "0", "--corrupt_aug", "0",
                                                        "--no_fusion_mean")),
     ("V2 select on corrupted val", "attention_robust_v2", ("--select_on", "corrupted")),
-    ("V4 select on corrupted val", "attention_robust_v4", ("--select_on", "corrupted")),
+    ("V4 LN: select on corrupted val", "attention_robust_v4", ("--improved_encoder", "--select_on", "corrupted")),
 )
 MARKERS = ("<!-- bench-robust:start -->", "<!-- bench-robust:end -->")
 
