@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-import yaml
+from merbench_plugins import yamlio
 
 import merbench_plugins
 from merbench_plugins import registry
@@ -90,11 +90,11 @@ def test_install_patches_every_file_right_after_its_map(tree, run):
         assert f"merbench-plugins {merbench_plugins.__version__}" in block_of(text)
         assert (tree / core.BACKUP_DIR / rel).read_bytes() == before[rel]
 
-    grids = yaml.safe_load((tree / YAML).read_text())
-    original = yaml.safe_load(before[YAML].decode())
+    grids = yamlio.safe_load((tree / YAML).read_text())
+    original = yamlio.safe_load(before[YAML].decode())
     assert set(grids) == set(original) | set(OURS)
     assert all(grids[k] == v for k, v in original.items())  # upstream's `attention` untouched
-    source = yaml.safe_load("\n".join(sum(core.tune_grids(OURS).values(), [])))  # checkout YAML or registry
+    source = yamlio.safe_load("\n".join(sum(core.tune_grids(OURS).values(), [])))  # checkout YAML or registry
     for name in OURS:
         assert grids[name] and all(isinstance(v, list) and v for v in grids[name].values()), name
         assert grids[name] == source[name]
@@ -112,7 +112,7 @@ def test_grids_come_from_the_checkout_yaml_when_it_has_them(tree, run, tmp_path,
                                               f"attention:\n  hidden_dim: [1]\n")
     monkeypatch.setattr(core, "package_dir", lambda: checkout / "merbench_plugins")
     assert run(tree)[0] == 0
-    grids = yaml.safe_load((tree / YAML).read_text())
+    grids = yamlio.safe_load((tree / YAML).read_text())
     assert grids[OURS[0]] == {"hidden_dim": [8, 16]}  # from the checkout's file, comment and all
     assert "  hidden_dim: [8, 16]  # small" in (tree / YAML).read_text()
     assert grids[OURS[1]] == registry.model_grid(OURS[1])  # not in that file: rendered from the registry
@@ -217,7 +217,7 @@ def test_collisions_are_all_listed_and_refused_then_forced(tree, run):
 
     code, _, err = run(tree, "--force")
     assert code == 0 and f"already has grids for {first}" in err
-    grids = yaml.safe_load((tree / YAML).read_text())
+    grids = yamlio.safe_load((tree / YAML).read_text())
     assert grids[first] == {"hidden_dim": [7]}  # the fork's grid stays, and is not defined twice
     assert (tree / YAML).read_text().count(f"\n{first}:") == 1
     assert set(OURS) <= set(grids)
@@ -501,7 +501,7 @@ def test_real_upstream_toolkit_install_and_uninstall(tmp_path, run, folder):
         text = (root / rel).read_text(encoding="utf-8")
         ast.parse(text)
         assert f"{map_name}.update(" in block_of(text)
-    assert set(OURS) <= set(yaml.safe_load((root / YAML).read_text()))
+    assert set(OURS) <= set(yamlio.safe_load((root / YAML).read_text()))
     assert run(root, "--check")[0] == 0
     assert run(root, "--uninstall")[0] == 0
     assert snapshot(root) == original

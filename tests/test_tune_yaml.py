@@ -2,7 +2,7 @@
 import argparse
 from pathlib import Path
 
-import yaml
+from merbench_plugins import yamlio
 
 from merbench_plugins import list_models, model_grid, registry
 from merbench_plugins.config import AttentionRobustV2Config
@@ -18,7 +18,7 @@ def test_yaml_file_is_generated_from_registry():
 
 
 def test_every_value_is_a_list_and_types_survive_yaml():
-    data = yaml.safe_load(REPO_YAML.read_text())
+    data = yamlio.safe_load(REPO_YAML.read_text())
     assert set(data) == set(list_models())
     for model, grid in data.items():
         assert grid == model_grid(model)

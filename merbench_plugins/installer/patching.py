@@ -221,12 +221,12 @@ def yaml_sections(text: str) -> Dict[str, List[str]]:
 def load_yaml(text: str, where: str):
     """Parse with PyYAML when it is there (MERBench needs it anyway); None when it is not."""
     try:
-        import yaml
+        from .. import yamlio
     except ImportError:
         return None
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        return yamlio.safe_load(text)
+    except yamlio.YAMLError as exc:
         first = str(exc).strip().splitlines()
         raise PatchError(f"{where} does not parse as YAML ({' '.join(first[:3])}); fix it or restore it "
                          f"from git, then rerun") from None

@@ -10,9 +10,7 @@ import copy
 import random
 from typing import Optional
 
-import yaml
-
-from .. import registry
+from .. import registry, yamlio
 
 
 def add_model_flags(parser: argparse.ArgumentParser):
@@ -111,12 +109,13 @@ def tune_source(args: argparse.Namespace, model: str, default_yaml: Optional[str
 
 
 def load_yaml(path: str) -> dict:
+    """A hyperparameter YAML (model name -> settings), numbers read as MERBench reads them."""
     try:
         with open(path) as f:
-            data = yaml.safe_load(f) or {}
+            data = yamlio.safe_load(f) or {}
     except FileNotFoundError:
         raise SystemExit(f"error: YAML file not found: {path}")
-    except yaml.YAMLError as exc:
+    except yamlio.YAMLError as exc:
         raise SystemExit(f"error: {path} is not valid YAML: {exc}")
     if not isinstance(data, dict):
         raise SystemExit(f"error: {path} must map model names to their settings")
