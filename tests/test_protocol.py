@@ -49,3 +49,65 @@ def test_logit_averaging_differs_from_probability_averaging():
     assert by_logits["emoacc"] == 1.0 and by_probs["emoacc"] == 0.0
     with pytest.raises(ValueError, match="probs or logits"):
         engine.average_folds(folds, 0, mer_results, "median")
+
+
+def parsed(*argv, runner="merbench"):
+    from merbench_plugins.train import merbench_runner, options, runner as standalone
+    parser = merbench_runner.build_parser() if runner == "merbench" else standalone.build_parser()
+    return options.apply_protocol(parser.parse_args(list(argv)))
+
+
+def opts_of(args):
+    args.lr, args.output_dim1, args.output_dim2, args.metric_name = 1e-3, 6, 1, "emoval"
+    return engine.TrainOptions.from_args(args, args)
+
+
+def test_protocol_flags_resolve_to_train_options():
+    from merbench_plugins.train import options
+    mer = opts_of(parsed("--protocol", "merbench", "--l2", "0.001"))
+    assert (mer.optimizer, mer.scheduler, mer.early_stop, mer.average, mer.weight_decay) == \
+        ("adam", "none", 0, "logits", 0.001)
+    ours = opts_of(parsed())
+    assert (ours.optimizer, ours.scheduler, ours.early_stop, ours.average) == ("adamw", "cosine", 20, "probs")
+    assert opts_of(parsed("data", runner="standalone")).early_stop == 12
+    assert opts_of(parsed("--scheduler", "step", "--early_stop", "5")).scheduler == "step"
+    assert opts_of(parsed("--protocol", "merbench", "--scheduler", "none")).scheduler == "none"
+    for flag in (["--scheduler", "cosine"], ["--early_stop", "20"]):
+        with pytest.raises(SystemExit, match="drop --"):
+            parsed("--protocol", "merbench", *flag)
+    record = options.protocol(parsed("--protocol", "merbench"))
+    assert record["protocol"] == "merbench" and record["average"] == "logits" and record["optimizer"] == "adam"
+
+
+class Worsening(torch.nn.Module):
+    """Learns nothing useful: logits are a free bias; eval metric varies but training never stops early."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(3))
+        self.grad_clip = -1
+
+    def forward(self, batch):
+        x = batch["x"]                                                     # [B, 1]
+        logits = x * 0 + self.bias                                         # [B, 3]
+        return x, logits, torch.zeros(len(x), 1), torch.zeros(())
+
+
+def test_merbench_protocol_runs_every_epoch_at_a_constant_rate(monkeypatch):
+    made = []
+    real = engine.make_optimizer
+    monkeypatch.setattr(engine, "make_optimizer", lambda params, opts: made.append(real(params, opts)) or made[-1])
+    g = torch.Generator().manual_seed(0)
+    train = [({"x": torch.randn(8, 1, generator=g)}, torch.randint(0, 3, (8,), generator=g), torch.zeros(8), ["a"] * 8)
+             for _ in range(3)]
+    evals = [({"x": torch.randn(8, 1)}, torch.zeros(8, dtype=torch.long), torch.zeros(8), ["e"] * 8)]
+    opts = engine.TrainOptions(epochs=7, lr=0.05, weight_decay=0.01, optimizer="adam", scheduler="none",
+                               early_stop=0, average="logits", output_dim1=3, output_dim2=0, metric_name="emo",
+                               show_progress=False)
+    fold = engine.train_fold(Worsening, train, evals, [evals], opts, torch.device("cpu"), mer_results)
+    assert type(made[0]) is torch.optim.Adam and made[0].param_groups[0]["weight_decay"] == 0.01
+    assert len(fold.history) == 7                                          # no early stop
+    assert {h["lr"] for h in fold.history} == {0.05}                       # no schedule
+    metrics = [h["eval_metric"] for h in fold.history]
+    assert fold.best_epoch == int(np.argmax(metrics)) + 1                  # main-release.py's best_index
+    assert fold.test_results[0]["emologits"].shape == (8, 3)               # raw logits kept for averaging

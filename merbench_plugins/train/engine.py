@@ -93,12 +93,13 @@ class TrainOptions:
     @classmethod
     def from_args(cls, args, model_args):
         """The runners' shared flags (``args``) + the resolved model settings (lr, output dims, metric)."""
+        from .options import apply_protocol
+        apply_protocol(args)  # --protocol -> optimizer, scheduler, early_stop, average
         return cls(epochs=args.epochs, lr=model_args.lr if model_args.lr is not None else 1e-3,
                    weight_decay=args.l2, scheduler=args.scheduler, early_stop=args.early_stop,
                    emo_weight=args.emo_weight, val_weight=args.val_weight, output_dim1=model_args.output_dim1,
                    output_dim2=model_args.output_dim2, metric_name=model_args.metric_name, amp=args.amp,
-                   show_progress=not args.quiet, optimizer=getattr(args, "optimizer", "adamw"),
-                   average=getattr(args, "average", "probs"))
+                   show_progress=not args.quiet, optimizer=args.optimizer, average=args.average)
 
 
 @dataclass

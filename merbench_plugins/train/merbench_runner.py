@@ -1,9 +1,11 @@
 """`main-robust.py` inside a MERBench checkout: MERBench's own data pipeline and models, our loop.
 
 A superset of ``main-release.py``: same flags, same result files (``result/test{k}_...npz``), plus
-every registry flag, AdamW, LR schedule, early stopping, seeds, the ``set_epoch`` hook, the model's
-own classification loss, valence -10 masked out of losses and metrics, ``--gpu -1`` / no CUDA -> CPU,
-``--amp``, progress bars and a JSON summary. Run from the MERBench root (the installed launcher is).
+every registry flag, seeds, the ``set_epoch`` hook, the model's own classification loss, valence -10
+masked out of losses and metrics, ``--gpu -1`` / no CUDA -> CPU, ``--amp``, progress bars and a JSON
+summary. ``--protocol ours`` (default): AdamW, LR schedule, early stopping, fold-averaged probabilities;
+``--protocol merbench``: main-release.py's Adam + coupled L2, constant rate, every epoch with the best
+eval epoch kept, fold-averaged logits. Run from the MERBench root (the installed launcher is).
 """
 import argparse
 import os
@@ -128,7 +130,7 @@ def prepare_args(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = options.apply_protocol(build_parser().parse_args(argv))
     features = prepare_args(args)
     if not os.path.isdir("toolkit") or not os.path.isfile("config.py"):
         raise SystemExit("error: run main-robust.py from the MERBench root (the folder with toolkit/ and config.py)")

@@ -25,13 +25,20 @@ def add_training_flags(parser: argparse.ArgumentParser, *, merbench: bool = Fals
     g = parser.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=100 if merbench else 60, help="maximum epochs per fold")
     g.add_argument("--batch_size", type=int, default=32, help="batch size")
-    g.add_argument("--l2", type=float, default=1e-5, help="AdamW weight decay")
-    g.add_argument("--scheduler", default="cosine", choices=["cosine", "step", "none"], help="LR schedule")
+    g.add_argument("--protocol", default="ours", choices=sorted(PROTOCOLS),
+                   help="ours: AdamW (decoupled --l2), --scheduler, --early_stop, fold-averaged probabilities; "
+                        "merbench: main-release.py's Adam with --l2 as coupled L2, constant rate, every epoch "
+                        "(best eval epoch kept), fold-averaged logits")
+    g.add_argument("--l2", type=float, default=1e-5,
+                   help="weight decay (AdamW's decoupled decay; Adam's coupled L2 under --protocol merbench)")
+    g.add_argument("--scheduler", default=None, choices=["cosine", "step", "none"],
+                   help="LR schedule (default: cosine; none under --protocol merbench)")
     g.add_argument("--use_cosine_annealing", dest="scheduler", action="store_const", const="cosine",
                    help="same as --scheduler cosine (the RAVDESS seed's flag)")
-    g.add_argument("--early_stop", "--early_stopping_patience", dest="early_stop", type=int,
-                   default=20 if merbench else 12,
-                   help="stop a fold after this many epochs without eval improvement (0 = off)")
+    g.add_argument("--early_stop", "--early_stopping_patience", dest="early_stop", type=int, default=None,
+                   help=f"stop a fold after this many epochs without eval improvement, 0 = off "
+                        f"(default: {20 if merbench else 12}; 0 under --protocol merbench)")
+    g.set_defaults(ours_early_stop=20 if merbench else 12)
     g.add_argument("--emo_weight", type=float, default=1.0, help="weight of the emotion classification loss")
     g.add_argument("--val_weight", type=float, default=1.0, help="weight of the valence regression loss")
     g.add_argument("--seed", type=int, default=42, help="random seed (data split, init, dropout)")
@@ -50,8 +57,37 @@ def add_training_flags(parser: argparse.ArgumentParser, *, merbench: bool = Fals
     return add_robust_flags(parser)
 
 
-PROTOCOL_FLAGS = ("epochs", "batch_size", "l2", "scheduler", "early_stop", "emo_weight", "val_weight", "amp",
-                  "optimizer", "average", "folds")
+# what each --protocol fixes; ours also takes --scheduler / --early_stop (defaults below)
+PROTOCOLS = {
+    "ours": dict(optimizer="adamw", average="probs"),
+    "merbench": dict(optimizer="adam", average="logits", scheduler="none", early_stop=0),
+}
+
+
+def apply_protocol(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill ``args.optimizer/scheduler/early_stop/average`` from ``--protocol`` (in place; idempotent).
+
+    ``merbench`` is main-release.py's loop: an explicit --scheduler or --early_stop that contradicts
+    it is an error rather than silently dropped."""
+    protocol = getattr(args, "protocol", None) or "ours"
+    if protocol not in PROTOCOLS:
+        raise SystemExit(f"error: unknown --protocol {protocol!r}: use {' or '.join(sorted(PROTOCOLS))}")
+    fixed = PROTOCOLS[protocol]
+    for flag in ("scheduler", "early_stop"):
+        given = getattr(args, flag, None)
+        if flag in fixed and given is not None and given != fixed[flag]:
+            raise SystemExit(f"error: --protocol {protocol} runs main-release.py's constant learning rate over "
+                             f"every epoch; drop --{flag} {given}, or use --protocol ours")
+    args.protocol = protocol
+    args.optimizer, args.average = fixed["optimizer"], fixed["average"]
+    args.scheduler = fixed.get("scheduler", getattr(args, "scheduler", None) or "cosine")
+    early = getattr(args, "early_stop", None)
+    args.early_stop = fixed.get("early_stop", getattr(args, "ours_early_stop", 12) if early is None else early)
+    return args
+
+
+PROTOCOL_FLAGS = ("protocol", "epochs", "batch_size", "l2", "scheduler", "early_stop", "emo_weight", "val_weight",
+                  "amp", "optimizer", "average", "folds")
 
 
 def protocol(args: argparse.Namespace) -> dict:

@@ -230,7 +230,7 @@ def run(args) -> dict:
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = options.apply_protocol(build_parser().parse_args(argv))
     try:
         run(args)
     except (DataError, FloatingPointError, ValueError) as exc:
