@@ -8,7 +8,8 @@ from merbench_plugins import create_model
 from merbench_plugins.modules.fusion import GatedUncertaintyFusion, UncertaintyWeightedFusion
 from merbench_plugins.modules.losses import (FocalLabelSmoothingLoss, FocalLoss, LabelSmoothingCrossEntropy,
                                              ModalityContrastiveLoss, kl_to_prior, masked_mse, pairwise_kl)
-from merbench_plugins.modules.masking import ModalityDropout, frame_mask, masked_softmax, presence_mask
+from merbench_plugins.modules.encoders import InputProjection
+from merbench_plugins.modules.masking import ModalityDropout, frame_mask, masked_softmax, presence_mask, valid_first
 from conftest import model_args, random_batch
 
 
@@ -266,3 +267,35 @@ def test_grouped_linear_equals_one_linear_per_group(group_dim):
         xg = x[:, g] if group_dim == 1 else x[g]
         ref = F.layer_norm(xg @ layer.weight[g] + layer.bias[g, 0], (5,), norm.weight[g], norm.bias[g])
         assert torch.allclose(y[:, g] if group_dim == 1 else y[g], ref, atol=1e-5)
+
+
+def front_padded(x, lengths, pad):
+    """[B, T, D] valid frames -> MERBench's layout: ``pad`` + (T - length) zero frames in front."""
+    b, t, d = x.shape
+    out = torch.zeros(b, t + pad, d)
+    for i, n in enumerate(lengths):
+        out[i, t + pad - n:] = x[i, :n]
+    return out
+
+
+def test_valid_first_keeps_order_and_moves_padding_back():
+    x = torch.arange(1, 13, dtype=torch.float).reshape(2, 6, 1)
+    x[0, :2] = 0
+    x[1, 3] = 0
+    moved, mask = valid_first(x, frame_mask(x))
+    assert moved[..., 0].tolist() == [[3, 4, 5, 6, 0, 0], [7, 8, 9, 11, 12, 0]]
+    assert mask.tolist() == [[True] * 4 + [False] * 2, [True] * 5 + [False]]
+
+
+@pytest.mark.parametrize("seq_encoder", ["lstm", "attnpool"])
+def test_frame_encoder_ignores_front_padding(seq_encoder):
+    torch.manual_seed(0)
+    enc = InputProjection(5, 8, dropout=0.3, sequence=True, seq_encoder=seq_encoder).eval()
+    x, lengths = torch.randn(3, 7, 5), [7, 4, 1]
+    with torch.no_grad():
+        ref = enc(front_padded(x, lengths, 0))
+        for pad in (1, 6, 20):
+            torch.testing.assert_close(enc(front_padded(x, lengths, pad)), ref, rtol=1e-5, atol=1e-6)
+    if seq_encoder == "lstm":  # it still reads the valid frames in their order (not an order-free pooling)
+        with torch.no_grad():
+            assert not torch.allclose(enc(x.flip(1))[0], enc(x)[0], atol=1e-4)

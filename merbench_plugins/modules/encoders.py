@@ -3,15 +3,16 @@ encoder -> (z, mu, logvar) of all three modalities at once, plus its decoder.
 
 Only the first layer of each modality is its own (input widths differ); everything after it runs
 on the stacked modalities [B, 3, H] with grouped layers. Frame inputs [B, T, D] are projected per
-frame and pooled over the valid frames only (masked attention pooling, or an LSTM then a masked
-mean), so zero padding never counts. z = mu + sigma * eps in training, z = mu in eval (P-RMF).
+frame and pooled over the valid frames only (masked attention pooling, or an LSTM run over the valid
+frames moved to the front, then a masked mean), so zero padding never counts. z = mu + sigma * eps in
+training, z = mu in eval (P-RMF).
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .grouped import GroupedLayerNorm, GroupedLinear
-from .masking import any_or_all, frame_mask, masked_mean, masked_softmax
+from .masking import any_or_all, frame_mask, masked_mean, masked_softmax, valid_first
 
 LOGVAR_CLAMP = 10.0
 
@@ -62,6 +63,7 @@ class InputProjection(nn.Module):
         mask = frame_mask(x) if self.sequence else None                                # [B, T], before dropout
         x = self.drop(x)
         if self.sequence and self.seq_encoder == "lstm":
+            x, mask = valid_first(x, mask)                  # the LSTM never reads MERBench's front padding
             h, _ = self.rnn(x)                                                         # [B, T, H]
         else:
             h = self.proj(x)

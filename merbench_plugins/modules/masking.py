@@ -18,6 +18,16 @@ def frame_mask(x: torch.Tensor) -> torch.Tensor:
     return (x != 0).any(dim=-1)
 
 
+def valid_first(x: torch.Tensor, mask: torch.Tensor):
+    """Move each sequence's valid frames to the front, in order: ([B, T, D], [B, T]) -> the same shapes.
+
+    A unidirectional RNN then never reads padding before a valid frame (MERBench pads at the front),
+    so its outputs at the valid positions do not depend on how much padding there was."""
+    t = torch.arange(mask.shape[1], device=mask.device)
+    order = torch.argsort((~mask).long() * mask.shape[1] + t, dim=1)            # [B, T] valid ones first
+    return torch.gather(x, 1, order.unsqueeze(-1).expand_as(x)), torch.gather(mask, 1, order)
+
+
 def presence_mask(batch: dict) -> torch.Tensor:
     """[B, 3] bool presence of audio/text/video: a modality whose whole input is zero is missing."""
     present = torch.stack([(batch[k] != 0).flatten(1).any(dim=1) for k in MODALITIES], dim=1)
