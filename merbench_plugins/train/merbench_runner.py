@@ -22,6 +22,9 @@ from .metrics import summarise
 
 
 MERBENCH_TUNE_YAML = "toolkit/model-tune.yaml"
+# MERBench's sequence models (its MODEL_MAP comments: mfn/graph_mfn/mfm/mctn aligned frames, mult both)
+FRAME_ONLY = {"mfn": "frm_align", "graph_mfn": "frm_align", "mfm": "frm_align", "mctn": "frm_align",
+              "mult": "frm_align or frm_unalign"}
 
 
 def build_parser():
@@ -119,6 +122,9 @@ def prepare_args(args):
     """main-release.py's pre-analysis: feat_scale per feat_type and the save_root suffix."""
     if args.model is None or args.dataset is None and args.train_dataset is None:
         raise SystemExit("error: --model and --dataset are required (see --help)")
+    if args.feat_type == "utt" and args.model in FRAME_ONLY:
+        raise SystemExit(f"error: MERBench's {args.model} takes frame features, not utterance vectors: use "
+                         f"--feat_type {FRAME_ONLY[args.model]} with the -FRA features")
     if args.feat_scale is None:
         args.feat_scale = {"utt": 1, "frm_align": 6, "frm_unalign": 12}.get(args.feat_type, 1)
     if args.train_dataset is not None:
