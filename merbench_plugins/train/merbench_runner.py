@@ -109,13 +109,29 @@ def train_parallel(args, build, train_loaders, eval_loaders, test_loaders, opts,
 
 
 def cpu_cuda_shim():
-    """Upstream models hard-code ``.cuda()`` (e.g. attention's interloss). On a CPU-only run, make
-    Tensor.cuda / Module.cuda no-ops so that every MERBench model still trains with ``--gpu -1``."""
+    """Upstream models hard-code CUDA (attention's ``.cuda()``, mctn's ``.to('cuda')``). On a CPU-only
+    run, make Tensor/Module ``.cuda()`` no-ops and ``.to('cuda...')`` go to the CPU, so that every
+    MERBench model still trains with ``--gpu -1``."""
     if torch.cuda.is_available():
         return
     torch.Tensor.cuda = lambda self, *args, **kwargs: self
     torch.nn.Module.cuda = lambda self, *args, **kwargs: self
-    print("note: no CUDA here; .cuda() calls in MERBench models are no-ops for this run")
+    for cls in (torch.Tensor, torch.nn.Module):
+        cls.to = _cuda_to_cpu(cls.to)
+    print("note: no CUDA here; .cuda() and .to('cuda') in MERBench models stay on the CPU for this run")
+
+
+def _cuda_to_cpu(to):
+    def cpu_to(self, *args, **kwargs):
+        args = tuple("cpu" if _is_cuda(a) else a for a in args)
+        if _is_cuda(kwargs.get("device")):
+            kwargs["device"] = "cpu"
+        return to(self, *args, **kwargs)
+    return cpu_to
+
+
+def _is_cuda(device) -> bool:
+    return isinstance(device, (str, torch.device)) and str(device).startswith("cuda")
 
 
 def prepare_args(args):
