@@ -117,7 +117,7 @@ def test_grids_come_from_the_checkout_yaml_when_it_has_them(tree, run, tmp_path,
     assert "  hidden_dim: [8, 16]  # small" in (tree / YAML).read_text()
     assert grids[OURS[1]] == registry.model_grid(OURS[1])  # not in that file: rendered from the registry
     assert grids["attention"] == {"hidden_dim": [64, 128, 256], "dropout": [0.2, 0.3, 0.4, 0.5],
-                                  "grad_clip": [-1.0], "lr": ["1e-3", "1e-4"]}  # MERBench's, not ours
+                                  "grad_clip": [-1.0], "lr": [1e-3, 1e-4]}  # MERBench's, not ours
 
 
 def test_reinstall_changes_nothing(tree, run):
