@@ -51,6 +51,18 @@ def test_logit_averaging_differs_from_probability_averaging():
         engine.average_folds(folds, 0, mer_results, "median")
 
 
+def test_saved_predictions_and_condition_rows_average_like_the_headline_score():
+    # the npz predictions and the per-condition tables must follow the protocol's averaging too,
+    # or a merbench-protocol run's 'all' row would disagree with its own headline F1
+    from merbench_plugins.train import conditions
+    folds = [fold([[0.0, 2.0, 0.0]]), fold([[1.8, 0.0, -10.0]])]
+    for average in ("probs", "logits"):
+        headline, _ = engine.average_folds(folds, 0, mer_results, average)
+        tests = [dict(f.test_results[0], names=["s0"]) for f in folds]
+        saved = conditions.fold_average(tests, average)
+        np.testing.assert_allclose(saved["emoprobs"], headline["emoprobs"], rtol=1e-6)
+
+
 def parsed(*argv, runner="merbench"):
     from merbench_plugins.train import merbench_runner, options, runner as standalone
     parser = merbench_runner.build_parser() if runner == "merbench" else standalone.build_parser()

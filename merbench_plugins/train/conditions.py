@@ -14,6 +14,7 @@ import torch
 
 from ..data.synthetic import CONDITIONS_FILE
 from ..modules.masking import presence_mask
+from .engine import fold_predictions
 from .metrics import summarise
 
 LETTERS = ("A", "T", "V")
@@ -64,13 +65,15 @@ def per_condition(names, emo_probs, emo_labels, val_preds, val_labels, groups: D
     return out
 
 
-def fold_average(tests: List[dict]) -> dict:
-    """Fold-averaged predictions of one test set: names, emoprobs, emolabels, valpreds, vallabels."""
+def fold_average(tests: List[dict], average: str = "probs") -> dict:
+    """Fold-averaged predictions of one test set (names, emoprobs, emolabels, valpreds, vallabels), averaged
+    as the headline score is (``engine.fold_predictions``), so the per-condition rows add up to it."""
     first = tests[0]
+    emo_probs, val_preds = fold_predictions(tests, average)
     out = {"names": np.asarray(first["names"])}
-    for key in ("emoprobs", "valpreds"):
-        if len(first.get(key, [])):
-            out[key] = np.mean([np.asarray(t[key]) for t in tests], axis=0)
+    for key, value in (("emoprobs", emo_probs), ("valpreds", val_preds)):
+        if len(value):
+            out[key] = np.asarray(value)
     for key in ("emolabels", "vallabels"):
         if len(first.get(key, [])):
             out[key] = np.asarray(first[key])

@@ -283,20 +283,25 @@ def train_fold(build_model: Callable[[], nn.Module], train_loader, eval_loader, 
                       history=history, state_dict=best[3] if keep_state else None, seconds=time.time() - start)
 
 
-def average_folds(fold_results: List[FoldResult], index: int, calculate_results, average: str = "probs"):
-    """Average the folds' test predictions, then score: ``probs`` averages softmax probabilities (ours),
-    ``logits`` averages raw logits and scores their softmax (main-release.py averages the logits)."""
+def fold_predictions(tests: List[dict], average: str = "probs"):
+    """Fold-averaged (emotion probabilities, valence predictions) of one test set: ``probs`` averages
+    softmax probabilities (ours), ``logits`` averages raw logits and takes their softmax (main-release.py)."""
     if average not in ("probs", "logits"):
         raise ValueError(f"unknown fold averaging {average!r}: use probs or logits")
-    tests = [f.test_results[index] for f in fold_results]
-    emo_labels, val_labels = tests[0].get("emolabels", []), tests[0].get("vallabels", [])
     emo_probs = []
-    if len(emo_labels) and average == "logits":
+    if len(tests[0].get("emolabels", [])) and average == "logits":
         emo_probs = _softmax(np.mean([t["emologits"] for t in tests], axis=0))
-    elif len(emo_labels):
+    elif len(tests[0].get("emolabels", [])):
         emo_probs = np.mean([t["emoprobs"] for t in tests], axis=0)
-    val_preds = np.mean([t["valpreds"] for t in tests], axis=0) if len(val_labels) else []
-    return calculate_results(emo_probs, emo_labels, val_preds, val_labels)
+    val_preds = np.mean([t["valpreds"] for t in tests], axis=0) if len(tests[0].get("vallabels", [])) else []
+    return emo_probs, val_preds
+
+
+def average_folds(fold_results: List[FoldResult], index: int, calculate_results, average: str = "probs"):
+    """Average the folds' test predictions (``fold_predictions``), then score."""
+    tests = [f.test_results[index] for f in fold_results]
+    emo_probs, val_preds = fold_predictions(tests, average)
+    return calculate_results(emo_probs, tests[0].get("emolabels", []), val_preds, tests[0].get("vallabels", []))
 
 
 def _progress(iterable, desc, enabled):

@@ -239,7 +239,7 @@ def main(argv=None):
         results, tag = engine.average_folds(folds, j, calc, opts.average)
         tests[f"test{j + 1}"] = summarise(results)
         # fold-averaged predictions beside MERBench's args, so runs can be ensembled and analysed
-        avg = conditions.fold_average([f.test_results[j] for f in folds])
+        avg = conditions.fold_average([f.test_results[j] for f in folds], opts.average)
         path = f"{result_dir}/test{j + 1}_{prefix}_{tag}_{name_time}.npz"
         report.atomic_save_npz(path, args=np.array(args, dtype=object), **avg)
         print(f"save results in {path}")

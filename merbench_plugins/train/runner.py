@@ -155,7 +155,7 @@ def train_model(args, model_name, ds, train, tests, device, stamp):
     for j, t in enumerate(tests):
         results, tag = engine.average_folds(folds, j, mer_results, opts.average)
         tests_summary[t.name] = summarise(results)
-        avg = conditions.fold_average([f.test_results[j] for f in folds])
+        avg = conditions.fold_average([f.test_results[j] for f in folds], opts.average)
         by_condition[t.name] = conditions.per_condition(
             avg["names"], avg.get("emoprobs", []), avg.get("emolabels", []), avg.get("valpreds", []),
             avg.get("vallabels", []), conditions.sample_groups(test_loaders[j], args.data_dir, t.name), mer_results)
