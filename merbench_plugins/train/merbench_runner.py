@@ -100,11 +100,10 @@ def train_parallel(args, build, train_loaders, eval_loaders, test_loaders, opts,
                                     seeds=[args.seed + k for k in range(len(splits))],
                                     batch_size=train_loaders[0].batch_size, keep_state=args.savemodel or args.robust_eval,
                                     compile=args.compile, desc=f"{args.model} {len(splits)} folds")
-        print(f"fold-parallel: the {len(splits)} folds of {args.model} trained at once (one stacked model)", flush=True)
+        parallel.announce(args.model, len(splits))
         return folds
     except parallel.ParallelUnsupported as exc:
-        print(f"note: {args.model}: training the {len(train_loaders)} folds one after another, not fold-parallel ({exc})",
-              flush=True)
+        parallel.announce(args.model, len(train_loaders), exc)
         return None
 
 

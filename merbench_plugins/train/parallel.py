@@ -39,6 +39,15 @@ class ParallelUnsupported(RuntimeError):
     """This model / option cannot be trained fold-parallel; the message says why."""
 
 
+def announce(model: str, n_folds: int, reason=None, *, quiet: bool = False):
+    """The one line both runners print about the path a run took (a fallback is never silent)."""
+    if reason is not None:
+        print(f"note: {model}: training the {n_folds} folds one after another, not fold-parallel ({reason})",
+              flush=True)
+    elif not quiet:
+        print(f"fold-parallel: the {n_folds} folds of {model} trained at once (one stacked model)", flush=True)
+
+
 def functional_api():
     """(vmap, functional_call) from torch.func (torch >= 2.0) or functorch (torch 1.12/1.13), else None."""
     try:

@@ -107,12 +107,10 @@ def train_parallel(args, model_name, build, train, tests, splits, opts, device, 
                                     mer_results, seeds=[args.seed + k for k in range(len(splits))],
                                     batch_size=args.batch_size, keep_state=keep, compile=args.compile,
                                     desc=f"{model_name} {len(splits)} folds")
-        if not args.quiet:
-            print(f"fold-parallel: the {len(splits)} folds of {model_name} trained at once (one stacked model)", flush=True)
+        parallel.announce(model_name, len(splits), quiet=args.quiet)
         return folds
     except parallel.ParallelUnsupported as exc:
-        print(f"note: {model_name}: training the {len(splits)} folds one after another, not fold-parallel ({exc})",
-              flush=True)
+        parallel.announce(model_name, len(splits), exc)
         return None
 
 
