@@ -165,3 +165,18 @@ def test_corrupted_validation_is_deterministic_per_seed_and_keeps_the_clean_fold
     assert selection.eval_loader(loader, "clean", 0) is loader
     with pytest.raises(ValueError, match="select_on"):
         selection.eval_loader(loader, "noisy", 0)
+
+
+def test_bench_robust_runs_on_the_launcher_queue_and_fails_loudly(tmp_path, capsys):
+    # a run that fails (here: a flag the runner refuses) makes the command exit 1, keeps its log, and
+    # a rerun retries it (the old log is kept as run.log.1) instead of skipping it as finished
+    from merbench_plugins.train import bench_robust
+    argv = ["--out", str(tmp_path / "b"), "--seeds", "0", "--settings", "mild", "--train", "40", "--epochs", "1",
+            "--only", "attention", "--jobs", "1", "--no_such_flag"]
+    assert bench_robust.main(argv) == 1
+    run = tmp_path / "b" / "mild" / "attention" / "seed0"
+    assert "--no_such_flag" in (run / "run.log").read_text() and (run / "job.json").exists()
+    assert "runs failed" in capsys.readouterr().err
+    assert bench_robust.main(argv) == 1 and (run / "run.log.1").exists()
+    with pytest.raises(SystemExit):
+        bench_robust.main(argv[:-1] + ["--gpus", "zero"])

@@ -10,13 +10,12 @@ import argparse
 import glob
 import json
 import os
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..data.synthetic import generate
+from ..launch import queue as launch
 from .report import atomic_write_text, markdown_table
 
 MAIN = (("attention", "attention", ()), ("V2", "attention_robust_v2", ()), ("V4", "attention_robust_v4", ()),
@@ -42,18 +41,14 @@ def job_dir(out, setting, variant, seed):
     return os.path.join(out, setting, variant.replace(" ", "_").replace("/", "-"), f"seed{seed}")
 
 
-def run_job(out, data, setting, variant, model, flags, seed, epochs, extra):
+def bench_job(out, data, setting, variant, model, flags, seed, epochs, extra) -> launch.Job:
+    """One standalone run on the launcher's queue (a finished run is skipped, a crashed one retried)."""
     d = job_dir(out, setting, variant, seed)
-    if glob.glob(os.path.join(d, "summary_*_*.json")):
-        return d
-    os.makedirs(d, exist_ok=True)
     cmd = [sys.executable, "-m", "merbench_plugins", "train", data, "--model", model, "--epochs", str(epochs),
-           "--seed", str(seed), "--threads", "1", "--quiet", "--out", d, *flags, *extra]
-    with open(os.path.join(d, "run.log"), "w") as log:
-        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    if rc:
-        print(f"failed ({rc}): {' '.join(cmd)}; see {d}/run.log", file=sys.stderr)
-    return d
+           "--seed", str(seed), "--threads", "1", "--quiet", "--out", d, *flags]
+    return launch.Job(name=f"{setting}/{variant}", label=f"seed={seed}", command=cmd, run_dir=d,
+                      meta=dict(setting=setting, variant=variant, model=model, seed=seed, flags=list(flags),
+                                extra=list(extra)))
 
 
 def load(d):
@@ -113,7 +108,8 @@ def main(argv=None):
     p.add_argument("--only", help="comma-separated variant names to run (default: all)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--train", type=int, default=800, help="training samples of the generated sets")
-    p.add_argument("--jobs", type=int, default=2, help="parallel runs (one CPU thread each)")
+    p.add_argument("--jobs", type=int, default=2, help="parallel runs on CPU (one thread each)")
+    p.add_argument("--gpus", help="comma-separated GPU ids: one run per GPU at a time instead of --jobs CPU slots")
     p.add_argument("--md", help="write the tables here (default OUT/bench_robust.md)")
     p.add_argument("--readme", help="also put them between the bench-robust markers of this README")
     p.add_argument("--report_only", action="store_true", help="only rebuild the tables from finished runs")
@@ -132,18 +128,29 @@ def main(argv=None):
         data = os.path.join(a.out, "data", setting)
         if not os.path.isfile(os.path.join(data, "conditions.json")):
             generate(data, n_train=a.train, n_test=300, seed=0, frames=False, preset=f"robust-{setting}")
-        jobs += [(a.out, data, setting, name, model, flags, seed, a.epochs, extra)
+        jobs += [bench_job(a.out, data, setting, name, model, flags, seed, a.epochs, extra)
                  for name, model, flags in variants for seed in seeds]
+    failed = []
     if not a.report_only:
-        with ThreadPoolExecutor(a.jobs) as pool:
-            list(pool.map(lambda j: run_job(*j), jobs))
+        try:
+            slots = launch.parse_slots(a.gpus, str(a.jobs))
+        except launch.LaunchError as exc:
+            p.error(str(exc))
+        for job in launch.deal(jobs, slots):
+            # the device goes before the pass-through flags, so an explicit --device there still wins
+            device = "cpu" if job.device == launch.CPU else f"cuda:{job.device}"
+            job.command += ["--device", device, *job.meta["extra"]]
+        failed = launch.run_local(jobs, threads="1")
+        if failed:
+            print(f"{len(failed)} of {len(jobs)} runs failed (their logs are named above); rerun the same "
+                  "command to retry them: finished runs are skipped", file=sys.stderr)
     text = tables(a.out, settings, variants, seeds)
     md = a.md or os.path.join(a.out, "bench_robust.md")
     atomic_write_text(md, text)
     if a.readme:
         update_readme(a.readme, text)
     print(text + f"\nwrote {md}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
