@@ -6,6 +6,7 @@ explicit ones (``batch['masks']``: [B, 3] presence in audio/text/video order, ``
 [B, T] frame validity) when a dataset supplies them.
 """
 import math
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -65,16 +66,17 @@ def any_or_all(mask: torch.Tensor) -> torch.Tensor:
     return mask | ~mask.any(dim=-1, keepdim=True)
 
 
-def random_subset(present: torch.Tensor) -> torch.Tensor:
+def random_subset(present: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """[B, M] bool -> a uniformly drawn non-empty proper subset of each row's True entries.
 
     The kept count is uniform over 1..k-1 (k = present count), then which ones uniformly: for k = 3
     that is exactly uniform over the 6 proper subsets (half of them single modalities). Rows with
-    fewer than 2 present entries are returned as they are.
+    fewer than 2 present entries are returned as they are. ``generator``: draw from it instead of the
+    global generator (fixed draws, e.g. a corrupted validation copy).
     """
     k = present.sum(dim=1, keepdim=True)                                               # [B, 1]
-    keep_n = 1 + (torch.rand(k.shape, device=present.device) * (k - 1).clamp_min(1)).floor()
-    scores = torch.rand(present.shape, device=present.device).masked_fill(~present, 2.0)
+    keep_n = 1 + (torch.rand(k.shape, device=present.device, generator=generator) * (k - 1).clamp_min(1)).floor()
+    scores = torch.rand(present.shape, device=present.device, generator=generator).masked_fill(~present, 2.0)
     rank = scores.argsort(dim=1).argsort(dim=1)                                        # 0 = kept first
     kept = present & (rank < keep_n)
     return torch.where(k >= 2, kept, present)

@@ -16,12 +16,9 @@ SELECT_ON = ("clean", "corrupted")
 def _corrupt_batch(batch: dict, generator: torch.Generator) -> dict:
     present = presence_mask(batch).cpu()                                                # [B, 3]
     b = present.shape[0]
-    state = torch.random.get_rng_state()
-    torch.random.manual_seed(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
-    try:   # random_subset draws from the global generator: fork it, seeded from ours
-        kept = torch.where((torch.rand(b, generator=generator) < 0.5).unsqueeze(1), random_subset(present), present)
-    finally:
-        torch.random.set_rng_state(state)
+    subset_generator = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
+    kept = torch.where((torch.rand(b, generator=generator) < 0.5).unsqueeze(1),
+                       random_subset(present, generator=subset_generator), present)
     noisy = ~(kept != present).any(1)                                                   # [B] not dropped
     target = torch.argmax(torch.rand(b, 3, generator=generator) * kept, dim=1)          # one present modality
     out = dict(batch)
