@@ -8,7 +8,7 @@ grid only when asked (``--tune`` or an explicit ``--tune_yaml``); MERBench's own
 import argparse
 import copy
 import random
-from typing import Optional
+from typing import List, Optional
 
 from .. import registry, yamlio
 
@@ -42,6 +42,14 @@ def add_training_flags(parser: argparse.ArgumentParser, *, merbench: bool = Fals
     g.add_argument("--emo_weight", type=float, default=1.0, help="weight of the emotion classification loss")
     g.add_argument("--val_weight", type=float, default=1.0, help="weight of the valence regression loss")
     g.add_argument("--seed", type=int, default=42, help="random seed (data split, init, dropout)")
+    g.add_argument("--seeds", metavar="S1,S2,...", default=None,
+                   help="train several seeds in this one process (default: --seed); each seed writes what a run "
+                        "with --seed S writes (summary, result files, checkpoints, table), into its own folder "
+                        f"where the output folder holds {{seed}}")
+    g.add_argument("--parallel_seeds", action="store_true",
+                   help="with --seeds: all seeds' folds at once, one stacked model of seeds x folds splits (each "
+                        "seed's folds, initialisation and data order as its own run); where that is not possible "
+                        "the seeds run one after another, with a note")
     g.add_argument("--select_on", default="clean", choices=["clean", "corrupted"],
                    help="pick the best epoch (and stop early) on the validation fold as it is, or on it plus a "
                         "corrupted copy (missing and noisy modalities, fixed per seed)")
@@ -84,6 +92,26 @@ def apply_protocol(args: argparse.Namespace) -> argparse.Namespace:
     early = getattr(args, "early_stop", None)
     args.early_stop = fixed.get("early_stop", getattr(args, "ours_early_stop", 12) if early is None else early)
     return args
+
+
+def seed_list(args: argparse.Namespace) -> List[int]:
+    """``--seeds`` ("0,1,2" or "0 1 2") as ints, else ``[--seed]``."""
+    text = getattr(args, "seeds", None)
+    if text is None:
+        return [args.seed]
+    words = text.replace(",", " ").split()
+    bad = [w for w in words if not w.lstrip("-").isdigit()]
+    if bad or not words:
+        raise SystemExit(f"error: --seeds takes comma-separated integers, e.g. --seeds 0,1,2; got {text!r}")
+    seeds = [int(w) for w in words]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"error: --seeds {text} names a seed twice; name each once")
+    return seeds
+
+
+def per_seed(path: str, seed: int) -> str:
+    """An output folder for one seed: ``{seed}`` in it becomes the seed."""
+    return path.replace("{seed}", str(seed)) if path else path
 
 
 PROTOCOL_FLAGS = ("protocol", "epochs", "batch_size", "l2", "scheduler", "early_stop", "emo_weight", "val_weight",

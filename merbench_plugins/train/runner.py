@@ -5,11 +5,14 @@ test set once, test predictions are averaged over folds, then scored. Writes MER
 files, a JSON summary, and prints a table.
 
     python -m merbench_plugins train DATA_DIR --model attention_robust_v2[,attention,...] [flags]
+    python -m merbench_plugins train DATA_DIR --seeds 0,1,2 --parallel_seeds --out 'runs/seed{seed}'
 """
 import argparse
+import copy
 import json
 import os
 import sys
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -65,7 +68,8 @@ def build_parser():
     g.add_argument("--folds", type=int, default=5, help="cross-validation folds on train")
     g = p.add_argument_group("run")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:N")
-    g.add_argument("--out", default="runs", help="output folder (result/, models/, summary JSON)")
+    g.add_argument("--out", default="runs", help="output folder (result/, models/, summary JSON); {seed} in it becomes the run's seed "
+                                                    "(one folder per seed with --seeds)")
     options.add_tune_flags(p)
     options.add_training_flags(p)
     options.add_model_flags(p)
@@ -114,8 +118,42 @@ def train_parallel(args, model_name, build, train, tests, splits, opts, device, 
         return None
 
 
-def train_model(args, model_name, ds, train, tests, device, stamp):
-    """MERBench's protocol for one model; returns its summary dict."""
+def train_seeds(runs, model_name, ds, train, tests, device):
+    """``--parallel_seeds``: the folds of every seed at once, one stacked model of S x K splits (seed s's
+    folds are fold_indices(n, K, s) with init and data-order seeds s + k, as its own run's). Per run its
+    K FoldResults, or Nones (with a note: the seeds then train one after another) where that cannot be."""
+    args, seeds = runs[0], [r.seed for r in runs]
+    which = f"seeds {','.join(map(str, seeds))}"
+    try:
+        if not args.fold_parallel:
+            raise parallel.ParallelUnsupported("--no_fold_parallel")
+        if args.select_on != "clean":
+            raise parallel.ParallelUnsupported(f"--select_on {args.select_on} trains in the sequential loop")
+        setups = [model_setup(r, model_name, ds, train) for r in runs]
+        margs, opts = setups[0]
+        same = lambda m: {k: v for k, v in vars(m).items() if k not in ("seed", "out")}  # noqa: E731
+        if any(same(m) != same(margs) or o != opts for m, o in setups[1:]):
+            raise parallel.ParallelUnsupported("the seeds draw different settings (--tune); one stacked model "
+                                               "needs one architecture")
+        k_folds = args.folds
+        splits = [sp for s in seeds for sp in fold_indices(len(train), k_folds, s)]
+        folds = parallel.train_folds(lambda: registry.create_model(model_name, margs),
+                                     parallel.DeviceData.from_split(train, device), splits,
+                                     [parallel.DeviceData.from_split(t, device) for t in tests], opts, device,
+                                     mer_results, seeds=[s + k for s in seeds for k in range(k_folds)],
+                                     rng_seed=seeds[0], batch_size=args.batch_size,
+                                     keep_state=args.savemodel or args.robust_eval, compile=args.compile,
+                                     desc=f"{model_name} {len(seeds)} seeds x {k_folds} folds")
+    except parallel.ParallelUnsupported as exc:
+        print(f"note: {model_name}: training {which} one after another, not as one stacked model ({exc})", flush=True)
+        return [None] * len(runs)
+    print(f"parallel seeds: {which} of {model_name} trained at once ({len(seeds)} x {k_folds} folds, "
+          f"one stacked model)", flush=True)        # even with --quiet: the launcher's logs say which path ran
+    return [folds[j * k_folds:(j + 1) * k_folds] for j in range(len(seeds))]
+
+
+def model_setup(args, model_name, ds, train):
+    """(model args, TrainOptions) of one model for one run (``args.seed`` picks a --tune draw)."""
     from .tune_yaml import repo_yaml_path
     default_yaml = repo_yaml_path() if os.path.isfile(repo_yaml_path()) else None
     margs = options.resolve_model_args(args, model_name, hyper_path=args.hyper_path,
@@ -124,7 +162,12 @@ def train_model(args, model_name, ds, train, tests, device, stamp):
     margs.output_dim1 = ds.num_classes
     margs.output_dim2 = 1 if train.has_valence else 0
     margs.metric_name = "emoval" if train.has_valence else "emo"
-    opts = engine.TrainOptions.from_args(args, margs)
+    return margs, engine.TrainOptions.from_args(args, margs)
+
+
+def train_model(args, model_name, ds, train, tests, device, stamp, folds=None):
+    """MERBench's protocol for one model; returns its summary dict (``folds``: trained already, by train_seeds)."""
+    margs, opts = model_setup(args, model_name, ds, train)
     prefix = report.result_prefix([args.audio_feature, args.text_feature, args.video_feature], args.dataset,
                                   model_name, args.feat_type)
     test_loaders = [SplitLoader(t, args.batch_size) for t in tests]
@@ -132,8 +175,9 @@ def train_model(args, model_name, ds, train, tests, device, stamp):
     build = lambda: registry.create_model(model_name, margs)  # noqa: E731
     keep = args.savemodel or args.robust_eval
     # corrupted-validation selection needs the sequential loop (its eval batches are built per fold)
-    parallel_ok = args.fold_parallel and args.select_on == "clean"
-    folds = train_parallel(args, model_name, build, train, tests, splits, opts, device, keep) if parallel_ok else None
+    parallel_ok = args.fold_parallel and args.select_on == "clean" and folds is None
+    if parallel_ok:
+        folds = train_parallel(args, model_name, build, train, tests, splits, opts, device, keep)
     for k, (tr_idx, ev_idx) in enumerate(splits if folds is None else []):
         engine.seed_everything(args.seed + k)
         result = engine.train_fold(build, SplitLoader(train.subset(tr_idx), args.batch_size, shuffle=True, seed=args.seed + k),
@@ -194,23 +238,36 @@ def robust_eval_digest(rows, test="test1") -> str:
     return f"robust evaluation on {sel[0]['test']} ({metric}):\n" + report.markdown_table(headers, body)
 
 
-def run(args) -> dict:
-    models = [m.strip() for m in args.model.split(",") if m.strip()]
-    for m in models:                            # unknown names fail before any work
-        try:
-            registry.get_model_entry(m)
-        except KeyError as exc:
-            raise DataError(exc.args[0]) from None
-    device = engine.resolve_device(args.device)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    ds, train, tests = load_data(args)
-    stamp = report.timestamp()
-    summaries = {}
-    for m in models:
-        summaries[m] = train_model(args, m, ds, train, tests, device, stamp)
-        path = report.unique_path(os.path.join(args.out, f"summary_{m}_{stamp}.json"))
-        summaries[m]["summary_file"] = report.write_json(path, summaries[m])
+def seed_runs(args):
+    """One copy of ``args`` per seed of ``--seeds`` (else ``--seed``): its seed and its output folder."""
+    seeds = options.seed_list(args)
+    if args.parallel_seeds and args.seeds is None:
+        raise DataError("--parallel_seeds needs --seeds, e.g. --seeds 0,1,2 --parallel_seeds")
+    if len(seeds) > 1 and "{seed}" not in args.out:
+        print(f"note: the {len(seeds)} seeds write into one folder ({args.out}); put {{seed}} in --out for one "
+              f"folder per seed", flush=True)
+    runs = []
+    for s in seeds:
+        r = copy.copy(args)
+        r.seed, r.out = s, options.per_seed(args.out, s)
+        runs.append(r)
+    return runs
+
+
+def stamps(n: int):
+    """n distinct timestamps (one per seed run: their file names never collide in a shared folder)."""
+    out = []
+    while len(out) < n:
+        t = report.timestamp()
+        if t in out:
+            time.sleep(0.002)
+            continue
+        out.append(t)
+    return out
+
+
+def write_report(args, summaries: dict, tests, stamp):
+    """One run's comparison table (per condition group too): printed and written to summary_<stamp>.md."""
     table = report.comparison_table({m: s["tests"] for m, s in summaries.items()}, [t.name for t in tests])
     for t in tests:     # per condition group (recorded conditions, else missing patterns)
         by_model = {m: s["tests_by_condition"][t.name] for m, s in summaries.items()}
@@ -224,7 +281,39 @@ def run(args) -> dict:
         paths = robust_eval.write_reports(rows, os.path.join(args.out, "robust"), f"robust_{stamp}")
         print("\n" + robust_eval_digest(rows))
         print("robust evaluation: " + ", ".join(paths.values()))
-    return summaries
+
+
+def run(args) -> dict:
+    """Model name -> summary (with --seeds: seed -> that, each seed as its own --seed run)."""
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    for m in models:                            # unknown names fail before any work
+        try:
+            registry.get_model_entry(m)
+        except KeyError as exc:
+            raise DataError(exc.args[0]) from None
+    runs = seed_runs(args)
+    device = engine.resolve_device(args.device)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    ds, train, tests = load_data(args)
+    for r in runs:
+        r.audio_feature, r.text_feature, r.video_feature = args.audio_feature, args.text_feature, args.video_feature
+    run_stamps = stamps(len(runs))
+    summaries = [OrderedDict() for _ in runs]
+    for m in models:
+        stacked = (train_seeds(runs, m, ds, train, tests, device) if args.parallel_seeds and len(runs) > 1
+                   else [None] * len(runs))
+        for r, stamp, folds, out in zip(runs, run_stamps, stacked, summaries):
+            out[m] = train_model(r, m, ds, train, tests, device, stamp, folds=folds)
+            path = report.unique_path(os.path.join(r.out, f"summary_{m}_{stamp}.json"))
+            out[m]["summary_file"] = report.write_json(path, out[m])
+    for r, stamp, out in zip(runs, run_stamps, summaries):
+        if len(runs) > 1:
+            print(f"\nseed {r.seed}:")
+        write_report(r, out, tests, stamp)
+    if args.seeds is None:
+        return summaries[0]
+    return OrderedDict((r.seed, out) for r, out in zip(runs, summaries))
 
 
 def main(argv=None):
