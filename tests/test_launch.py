@@ -339,3 +339,77 @@ def test_a_job_past_its_time_limit_is_killed(tmp_path):
     start = time.time()
     (_, rc), = queue.run_local([job], finished=None, out=open(os.devnull, "w"))
     assert rc == -9 and time.time() - start < 10 and "time limit" in Path(job.log).read_text()
+
+
+# ---------------------------------------------------------------------------------------------------
+# parallel seeds: one job per variant carrying its unfinished seeds
+
+# stands in for the runner: one summary per seed, in --out with {seed} filled (as `train --seeds` writes)
+FAKE_SEEDS_RUNNER = """import json, os, sys
+a = sys.argv[1:]
+seeds = a[a.index('--seeds') + 1].split(',') if '--seeds' in a else [a[a.index('--seed') + 1]]
+for s in seeds:
+    out = a[a.index('--out') + 1].replace('{seed}', s)
+    os.makedirs(out, exist_ok=True)
+    json.dump({'argv': a, 'seed': int(s)}, open(os.path.join(out, 'summary_fake.json'), 'w'))
+"""
+
+
+def parallel_seeds_setup(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    (data / "label-6way.npz").write_bytes(b"")
+    fake = tmp_path / "fakepy"
+    fake.write_text(f"#!{sys.executable}\n" + FAKE_SEEDS_RUNNER)
+    fake.chmod(0o755)
+    for k in ("GPUS", "SEEDS", "EXTRA", "THREADS", "ROBUST_EVAL", "OUT_DIR", "FOLDS", "EPOCHS", "PARALLEL_SEEDS"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("PYTHON", str(fake))
+    monkeypatch.setenv("GPUS", "cpu")
+    monkeypatch.setenv("SEEDS", "0 1 2")
+    monkeypatch.setenv("PARALLEL_SEEDS", "1")
+    monkeypatch.setattr(experiments, "check_import", lambda python, workdir: None)
+    return data
+
+
+def test_parallel_seeds_one_job_per_variant_then_resume_trains_only_unfinished_seeds(tmp_path, monkeypatch, capsys):
+    data = parallel_seeds_setup(tmp_path, monkeypatch)
+    out = tmp_path / "abl"
+    argv = ["--standalone", str(data), "--out", str(out), "--only", "v2_full,v2_no_recon"]
+    assert experiments.ablate_main(argv) == 1       # the fake's summaries are not real ones: nothing to summarize
+    text = capsys.readouterr().out
+    assert "2 jobs = 2 variant(s) x 3 seed(s)" in text and text.count("start ") == 2
+    for variant in ("v2_full", "v2_no_recon"):
+        job = json.loads((out / variant / "parallel_seeds" / "job.json").read_text())
+        assert job["seeds"] == [0, 1, 2] and job["command"][job["command"].index("--seeds") + 1] == "0,1,2"
+        assert "--parallel_seeds" in job["command"]
+        assert job["command"][job["command"].index("--out") + 1] == str(out / variant / "seed{seed}")
+        for seed in (0, 1, 2):
+            run = out / variant / f"seed{seed}"
+            assert json.loads((run / "summary_fake.json").read_text())["seed"] == seed
+            meta = json.loads((run / "variant.json").read_text())     # what summarize groups by
+            assert (meta["variant"], meta["seed"]) == (variant, seed)
+    # resume: seeds 1 and 2 of v2_full unfinished -> one job with just those; v2_no_recon: seed 2 alone
+    for variant, seeds in (("v2_full", (1, 2)), ("v2_no_recon", (2,))):
+        for seed in seeds:
+            (out / variant / f"seed{seed}" / "summary_fake.json").unlink()
+    assert experiments.ablate_main(argv + ["--dry-run"]) == 0
+    text = capsys.readouterr().out
+    run_lines = [line for line in text.splitlines() if "] run " in line]
+    assert len(run_lines) == 2 and text.count("] skip ") == 3
+    assert "--seeds 1,2 --parallel_seeds" in run_lines[0] and "seed0" not in run_lines[0]
+    assert "--seed 2 " in run_lines[1] and "--seeds" not in run_lines[1]
+    monkeypatch.setenv("PARALLEL_SEEDS", "0")           # off: one job per unfinished seed
+    assert experiments.ablate_main(argv + ["--dry-run"]) == 0
+    assert capsys.readouterr().out.count("] run ") == 3
+
+
+def test_parallel_seeds_flag_and_bad_env(tmp_path, monkeypatch, capsys):
+    data = parallel_seeds_setup(tmp_path, monkeypatch)
+    monkeypatch.delenv("PARALLEL_SEEDS")
+    argv = ["attention_robust_v2", "--standalone", str(data), "--out", str(tmp_path / "o"), "--dry-run"]
+    assert experiments.seeds_main(argv + ["--parallel-seeds"]) == 0
+    assert "seeds=0,1,2" in capsys.readouterr().out
+    monkeypatch.setenv("PARALLEL_SEEDS", "yes")
+    assert experiments.seeds_main(argv) == 2
+    assert "PARALLEL_SEEDS must be 1" in capsys.readouterr().err

@@ -56,6 +56,9 @@ environment (all optional):
   FOLDS           cross-validation folds (standalone mode only; MERBench's dataloader fixes its own)
   EXTRA           more flags for every run (shell words), like the ones after --
   ROBUST_EVAL=1   append --robust_eval to every run (missing-modality / noise evaluation)
+  PARALLEL_SEEDS=1
+                  one job per variant that trains its unfinished seeds as one stacked model (the runner's
+                  --seeds ... --parallel_seeds); same as --parallel-seeds
   OUT_DIR         output folder (same as --out)
   PYTHON          the Python that runs the jobs (default: this one)
   SLURM_PARTITION, SLURM_TIME (04:00:00), SLURM_GPUS (1 per task; 0 = CPU), SLURM_CPUS (4), SLURM_MEM,
@@ -83,6 +86,7 @@ class Setup:
     threads: str = ""
     data: str = ""
     extra: List[str] = field(default_factory=list)      # EXTRA and the flags after --
+    parallel_seeds: bool = False    # one job per variant carrying all its unfinished seeds
     env: dict = field(default_factory=dict)
 
     def get(self, key, default=""):
@@ -102,7 +106,7 @@ def build_parser(command: str, prog: str, model: Optional[str] = None) -> Parser
     p = Parser(prog=prog, add_help=False, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
                usage=f"{prog} {'' if command == 'ablate' or model else 'MODEL '}[--dry-run] "
                      f"{'[--only V1,V2,...] ' if command == 'ablate' else ''}[--out DIR] [--standalone DATA_DIR] "
-                     "[--slurm] [-- FLAGS...]",
+                     "[--parallel-seeds] [--slurm] [-- FLAGS...]",
                description=textwrap.fill(
                    f"{what} with MERBench's protocol: inside MERBench (MERBENCH_ROOT/main-robust.py) or, with "
                    "--standalone DATA_DIR, on a MERBench-layout feature folder (no MERBench needed). Jobs run in "
@@ -127,6 +131,10 @@ def build_parser(command: str, prog: str, model: Optional[str] = None) -> Parser
                                                 "seeds; reuse it to resume)")
     p.add_argument("--standalone", metavar="DATA_DIR",
                    help="train without MERBench on a MERBench-layout feature folder")
+    p.add_argument("--parallel-seeds", dest="parallel_seeds", action="store_true",
+                   help="one job per variant: its unfinished seeds train in one process as one stacked model (S "
+                        "seeds x K folds), each seed still written to OUT/<variant>/seed<seed>/; its log is "
+                        "OUT/<variant>/parallel_seeds/run.log (also: PARALLEL_SEEDS=1)")
     p.add_argument("--slurm", action="store_true",
                    help="write OUT/slurm_NAME_<time>.sbatch (one array task per unfinished job) and submit it with "
                         "sbatch, plus a dependent job that writes the summary (SLURM_* below)")
@@ -217,12 +225,17 @@ def setup(name: str, args, flags: List[str], default_out: str, env=None,
     feat_type = env.get("FEAT_TYPE") or "utt"
     if feat_type not in ("utt", "frm_align", "frm_unalign"):
         raise LaunchError(f"FEAT_TYPE must be utt, frm_align or frm_unalign, got '{feat_type}'")
+    if env.get("PARALLEL_SEEDS", "") not in ("", "0", "1"):
+        raise LaunchError(f"PARALLEL_SEEDS must be 1 (on) or 0 (off), got '{env['PARALLEL_SEEDS']}'")
     for key in ("EPOCHS", "FOLDS", "THREADS"):
         if env.get(key) and not env[key].isdigit():
             raise LaunchError(f"{key} must be an integer, got '{env[key]}'")
     out = os.path.abspath(args.out or env.get("OUT_DIR") or default_out)
     s = Setup(name=name, mode="standalone" if args.standalone else "merbench", python=python, workdir=os.getcwd(),
-              out=out, seeds=[int(x) for x in seeds], slots=[], env=env)
+              out=out, seeds=[int(x) for x in seeds], slots=[], env=env,
+              parallel_seeds=bool(getattr(args, "parallel_seeds", False)) or env.get("PARALLEL_SEEDS") == "1")
+    if s.parallel_seeds and not args.standalone:
+        raise LaunchError("parallel seeds (PARALLEL_SEEDS=1 / --parallel-seeds) need --standalone DATA_DIR for now")
     if args.standalone:
         s.data = os.path.abspath(args.standalone)
         if not os.path.isdir(s.data):
@@ -277,16 +290,18 @@ def feature_flags(s: Setup) -> List[str]:
     return flags
 
 
-def command(s: Setup, v: Variant, seed: int, device: str, run_dir: str) -> List[str]:
-    """The run's argv; the order matters (argparse: the last one wins): ours, the user's, the variant's."""
+def command(s: Setup, v: Variant, seed, device: str, run_dir: str) -> List[str]:
+    """The run's argv; the order matters (argparse: the last one wins): ours, the user's, the variant's.
+    ``seed`` a list: one run of all those seeds as one stacked model, ``run_dir`` holding ``{seed}``."""
+    seeds = ["--seeds", ",".join(map(str, seed)), "--parallel_seeds"] if isinstance(seed, list) else ["--seed", str(seed)]
     if s.mode == "merbench":
         cmd = [s.python, "main-robust.py", "--dataset", s.get("DATASET", "MER2023"), "--model", v.model,
-               *feature_flags(s), "--gpu", "-1" if device == CPU else device, "--seed", str(seed),
+               *feature_flags(s), "--gpu", "-1" if device == CPU else device, *seeds,
                "--save_root", os.path.join(run_dir, "saved")]
     else:
         cmd = [s.python, "-m", "merbench_plugins", "train", s.data, "--dataset", s.get("DATASET", "MER2023"),
                "--model", v.model, *feature_flags(s), "--device", CPU if device == CPU else f"cuda:{device}",
-               "--seed", str(seed), "--out", run_dir]
+               *seeds, "--out", run_dir]
         cmd += ["--folds", s.env["FOLDS"]] if s.get("FOLDS") else []
     cmd += ["--epochs", s.env["EPOCHS"]] if s.get("EPOCHS") else []
     cmd += ["--threads", s.threads] if s.threads else []
@@ -294,33 +309,78 @@ def command(s: Setup, v: Variant, seed: int, device: str, run_dir: str) -> List[
     return cmd + (["--robust_eval"] if s.get("ROBUST_EVAL") == "1" else [])
 
 
+SEEDS_DIR = "parallel_seeds"     # OUT/<variant>/parallel_seeds/: the log and job.json of a variant's seeds job
+
+
 def plan(s: Setup, variants: List[Variant]) -> Tuple[List[Job], List[Job]]:
-    """(all jobs in grid order, the unfinished ones dealt round-robin to the slots)."""
+    """(all jobs in grid order, the unfinished ones dealt round-robin to the slots). With parallel seeds,
+    a variant's unfinished seeds (two or more) form one job; its seeds are in ``meta["seeds"]``."""
     jobs = []
     for v in variants:
+        todo = [seed for seed in s.seeds if not queue.has_summary(seed_dir(s, v, seed))]
+        group = s.parallel_seeds and len(todo) > 1
         for seed in s.seeds:
-            run_dir = os.path.join(s.out, v.name, f"seed{seed}")
-            jobs.append(Job(name=v.name, command=[], run_dir=run_dir, workdir=s.workdir, label=f"seed={seed}",
-                            meta_name="variant.json",
+            if group and seed in todo:
+                if seed == todo[0]:
+                    jobs.append(Job(name=v.name, command=[], run_dir=os.path.join(s.out, v.name, SEEDS_DIR),
+                                    workdir=s.workdir, label=f"seeds={','.join(map(str, todo))}",
+                                    meta={"variant": v.name, "order": v.order, "model": v.model, "seeds": todo,
+                                          "flags": list(v.flags), "mode": s.mode}))
+                continue
+            jobs.append(Job(name=v.name, command=[], run_dir=seed_dir(s, v, seed), workdir=s.workdir,
+                            label=f"seed={seed}", meta_name="variant.json",
                             meta={"variant": v.name, "order": v.order, "model": v.model, "seed": seed,
                                   "flags": list(v.flags), "mode": s.mode}))
-    pending = queue.deal([j for j in jobs if not queue.has_summary(j.run_dir)], s.slots)
-    todo, by_name = {id(j) for j in pending}, {v.name: v for v in variants}
+    pending = queue.deal([j for j in jobs if not finished(j)], s.slots)
+    todo_ids, by_name = {id(j) for j in pending}, {v.name: v for v in variants}
     for job in jobs:
-        job.device = job.device if id(job) in todo else s.slots[0]
-        job.command = command(s, by_name[job.name], job.meta["seed"], job.device, job.run_dir)
+        job.device = job.device if id(job) in todo_ids else s.slots[0]
+        v = by_name[job.name]
+        if "seeds" in job.meta:
+            job.command = command(s, v, job.meta["seeds"], job.device, os.path.join(s.out, v.name, "seed{seed}"))
+        else:
+            job.command = command(s, v, job.meta["seed"], job.device, job.run_dir)
     return jobs, pending
+
+
+def seed_dir(s: Setup, v: Variant, seed: int) -> str:
+    return os.path.join(s.out, v.name, f"seed{seed}")
+
+
+def seed_folders(job: Job) -> List[str]:
+    """The run folders a job writes: its own, or (a parallel-seeds job) its seeds' folders."""
+    if "seeds" not in job.meta:
+        return [job.run_dir]
+    return [os.path.join(os.path.dirname(job.run_dir), f"seed{seed}") for seed in job.meta["seeds"]]
+
+
+def finished(job: Job) -> bool:
+    return all(queue.has_summary(d) for d in seed_folders(job))
+
+
+def finished_test(jobs: List[Job]):
+    """The queue's test on a job folder (a parallel-seeds job: each of its seeds has a summary)."""
+    by_dir = {j.run_dir: j for j in jobs}
+    return lambda run_dir: finished(by_dir[run_dir]) if run_dir in by_dir else queue.has_summary(run_dir)
+
+
+def write_seed_meta(job: Job):
+    """variant.json and command.txt in every seed folder of a parallel-seeds job (as its per-seed jobs write)."""
+    for seed, folder in zip(job.meta.get("seeds", []), seed_folders(job)):
+        meta = {k: v for k, v in job.meta.items() if k != "seeds"}
+        queue.write_meta(Job(name=job.name, command=job.command, run_dir=folder, device=job.device,
+                             workdir=job.workdir, meta_name="variant.json", meta=dict(meta, seed=seed,
+                                                                                     seeds=job.meta["seeds"])))
 
 
 def listing(jobs: List[Job], pending: List[Job]) -> List[str]:
     n, lines, todo = len(jobs), [], {id(j) for j in pending}
     for k, job in enumerate(jobs):
-        seed = job.meta["seed"]
         if id(job) in todo:
-            lines.append(f"[{k + 1}/{n}] run  {job.name:<28} seed={seed:<4} {queue.device_label(job.device):<6} "
+            lines.append(f"[{k + 1}/{n}] run  {job.name:<28} {job.label:<9} {queue.device_label(job.device):<6} "
                          f"{job.shell_line()}")
         else:
-            lines.append(f"[{k + 1}/{n}] skip {job.name:<28} seed={seed:<4} (finished: {job.run_dir} has a summary)")
+            lines.append(f"[{k + 1}/{n}] skip {job.name:<28} {job.label:<9} (finished: {job.run_dir} has a summary)")
     return lines
 
 
@@ -339,6 +399,7 @@ def submit(s: Setup, pending: List[Job], opts: slurm.SlurmOptions, dry_run: bool
         return 0
     for job in pending:
         queue.write_meta(job)
+        write_seed_meta(job)
     os.makedirs(os.path.join(s.out, "slurm-logs"), exist_ok=True)
     slurm.write_script(path, text)
     print(f"wrote {path} ({len(pending)} array tasks)")
@@ -350,8 +411,9 @@ def submit(s: Setup, pending: List[Job], opts: slurm.SlurmOptions, dry_run: bool
 def run(s: Setup, variants: List[Variant], args) -> int:
     jobs, pending = plan(s, variants)
     n = len(jobs)
+    grouped = "; unfinished seeds of a variant as one job (parallel seeds)" if s.parallel_seeds else ""
     print(f"{s.name}: {n} jobs = {len(variants)} variant(s) x {len(s.seeds)} seed(s) "
-          f"({' '.join(map(str, s.seeds))}); mode {s.mode}; out {s.out}")
+          f"({' '.join(map(str, s.seeds))}){grouped}; mode {s.mode}; out {s.out}")
     print("\n".join(listing(jobs, pending)), flush=True)
     if args.slurm:
         return submit(s, pending, slurm.SlurmOptions.from_env(s.env), args.dry_run)
@@ -364,7 +426,10 @@ def run(s: Setup, variants: List[Variant], args) -> int:
     if pending:
         print(f"running {len(pending)} jobs ({n - len(pending)} finished, skipped) on {slots}", flush=True)
         try:
-            failed = queue.run_local(pending, threads=s.threads if s.slots[0] == CPU else "")
+            for job in pending:
+                write_seed_meta(job)
+            failed = queue.run_local(pending, threads=s.threads if s.slots[0] == CPU else "",
+                                     finished=finished_test(pending))
         except KeyboardInterrupt:
             print("interrupted: rerun the same command to resume", file=sys.stderr)
             return 130

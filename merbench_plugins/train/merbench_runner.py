@@ -153,6 +153,8 @@ def prepare_args(args):
 def main(argv=None):
     args = options.apply_protocol(build_parser().parse_args(argv))
     features = prepare_args(args)
+    if args.seeds is not None or args.parallel_seeds:
+        raise SystemExit("error: main-robust.py trains one --seed per run; run it once per seed")
     if not os.path.isdir("toolkit") or not os.path.isfile("config.py"):
         raise SystemExit("error: run main-robust.py from the MERBench root (the folder with toolkit/ and config.py)")
     sys.path.insert(0, os.getcwd())
