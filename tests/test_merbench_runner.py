@@ -62,6 +62,51 @@ def test_main_robust_trains_merbench_own_model(installed_tree, tiny_data):
     assert "fold-parallel: the 5 folds" in proc.stdout or "not fold-parallel (" in proc.stdout
 
 
+UTT_FEATURES = ["--feat_type", "utt", "--audio_feature", "chinese-hubert-large-UTT", "--text_feature",
+                 "Baichuan-13B-Base-UTT", "--video_feature", "clip-vit-large-patch14-UTT"]
+DETERMINISTIC = ["--dropout", "0", "--no_vae", "--no_modality_dropout", "--corrupt_aug", "0"]
+
+
+def merbench_summary(save_root):
+    paths = glob.glob(str(save_root) + "-trimodal/summary/*.json")
+    assert len(paths) == 1, paths
+    return json.load(open(paths[0]))
+
+
+def test_main_robust_parallel_seeds_equal_separate_runs(installed_tree, tiny_data, tmp_path):
+    """--seeds 3,8 --parallel_seeds: MERBench's dataloader splits each seed's folds as a --seed run would,
+    and each seed's summary and result files equal its own run's (a model without randomness)."""
+    flags = ["--model", "attention_robust_v2", *UTT_FEATURES, "--hidden_dim", "16", "--early_stop", "0", *DETERMINISTIC]
+    proc = main_robust(installed_tree, tiny_data, *flags, "--seeds", "3,8", "--parallel_seeds",
+                       "--save_root", str(tmp_path / "stacked" / "seed{seed}" / "saved"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "parallel seeds: seeds 3,8 of attention_robust_v2 trained at once (2 seeds x 5 folds" in proc.stdout
+    for seed in (3, 8):
+        proc = main_robust(installed_tree, tiny_data, *flags, "--seed", str(seed),
+                           "--save_root", str(tmp_path / f"alone{seed}" / "saved"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        stacked = merbench_summary(tmp_path / "stacked" / f"seed{seed}" / "saved")
+        alone = merbench_summary(tmp_path / f"alone{seed}" / "saved")
+        assert stacked["seed"] == alone["seed"] == seed and stacked["settings"] == alone["settings"]
+        for a, b in zip(stacked["folds"], alone["folds"]):
+            np.testing.assert_allclose([h["train_loss"] for h in a["history"]], [h["train_loss"] for h in b["history"]],
+                                       rtol=1e-4)
+            assert a["best_epoch"] == b["best_epoch"]
+        assert stacked["tests"]["test1"]["f1"] == pytest.approx(alone["tests"]["test1"]["f1"], abs=1e-6)
+        results = glob.glob(str(tmp_path / "stacked" / f"seed{seed}" / "saved-trimodal" / "result" / "*.npz"))
+        assert sorted(os.path.basename(r).split("_")[0] for r in results) == ["cv", "test1", "test2", "test3"]
+
+
+def test_main_robust_parallel_seeds_fallback_says_so(installed_tree, tiny_data, tmp_path):
+    """--select_on corrupted trains in the sequential loop: the seeds run one after another, with a note."""
+    proc = main_robust(installed_tree, tiny_data, "--model", "attention_robust_v2", *UTT_FEATURES, "--hidden_dim",
+                       "16", "--epochs", "1", "--select_on", "corrupted", "--seeds", "0,1", "--parallel_seeds",
+                       "--save_root", str(tmp_path / "s{seed}" / "saved"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "training seeds 0,1 one after another, not as one stacked model (--select_on corrupted" in proc.stdout
+    assert [merbench_summary(tmp_path / f"s{seed}" / "saved")["seed"] for seed in (0, 1)] == [0, 1]
+
+
 def test_main_robust_help_and_outside_merbench(installed_tree, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, str(installed_tree / "main-robust.py"), "--help"], cwd=installed_tree,

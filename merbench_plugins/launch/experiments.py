@@ -234,8 +234,6 @@ def setup(name: str, args, flags: List[str], default_out: str, env=None,
     s = Setup(name=name, mode="standalone" if args.standalone else "merbench", python=python, workdir=os.getcwd(),
               out=out, seeds=[int(x) for x in seeds], slots=[], env=env,
               parallel_seeds=bool(getattr(args, "parallel_seeds", False)) or env.get("PARALLEL_SEEDS") == "1")
-    if s.parallel_seeds and not args.standalone:
-        raise LaunchError("parallel seeds (PARALLEL_SEEDS=1 / --parallel-seeds) need --standalone DATA_DIR for now")
     if args.standalone:
         s.data = os.path.abspath(args.standalone)
         if not os.path.isdir(s.data):

@@ -8,10 +8,12 @@ summary. ``--protocol ours`` (default): AdamW, LR schedule, early stopping, fold
 eval epoch kept, fold-averaged logits. Run from the MERBench root (the installed launcher is).
 """
 import argparse
+import copy
 import os
 import re
 import sys
 import time
+from typing import List
 
 import numpy as np
 import torch
@@ -150,25 +152,18 @@ def prepare_args(args):
     return features
 
 
-def main(argv=None):
-    args = options.apply_protocol(build_parser().parse_args(argv))
-    features = prepare_args(args)
-    if args.seeds is not None or args.parallel_seeds:
-        raise SystemExit("error: main-robust.py trains one --seed per run; run it once per seed")
-    if not os.path.isdir("toolkit") or not os.path.isfile("config.py"):
-        raise SystemExit("error: run main-robust.py from the MERBench root (the folder with toolkit/ and config.py)")
-    sys.path.insert(0, os.getcwd())
-    import config  # MERBench's global config (paths); noqa: E402
-    from toolkit.dataloader import get_dataloaders
-    from toolkit.models import get_models
+class Run:
+    """One seed's run: its args (seed, save_root), MERBench's loaders for it, and what its outputs need."""
 
-    device = engine.resolve_device(args.gpu)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    else:
-        cpu_cuda_shim()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def prepare_run(args, features, seed: int, get_dataloaders, config) -> Run:
+    """Everything before training, as a separate ``--seed seed`` run does it (same order of random draws:
+    MERBench's dataloader splits the folds with the seed's global RNG)."""
+    args = copy.copy(args)
+    args.seed, args.save_root = seed, options.per_seed(args.save_root, seed)
     engine.seed_everything(args.seed)
     # our models: declared defaults unless --tune/--tune_yaml; MERBench's: main-release.py's random pick
     tune_path = options.tune_source(args, args.model, MERBENCH_TUNE_YAML, draw_by_default=not options.ours(args.model))
@@ -194,27 +189,81 @@ def main(argv=None):
     # is scored on its own test set and the folds are summarised as mean ± std, not averaged
     fold_tests = getattr(getattr(dataloader_class, "dataloader", dataloader_class), "fold_test_loaders", None) or None
     opts = engine.TrainOptions.from_args(args, args)
+    return Run(args=args, features=features, result_dir=result_dir, model_dir=model_dir, prefix=prefix,
+               train_loaders=train_loaders, eval_loaders=eval_loaders, test_loaders=test_loaders, calc=calc,
+               fold_tests=fold_tests, opts=opts, config=config)
 
-    print("====== Training and Evaluation =======", flush=True)
-    folds, name_time = [], time.time()
+
+def train_run(run: Run, get_models, device):
+    """The K folds of one run: fold-parallel where possible, else one after another."""
+    args, folds = run.args, []
     if args.fold_parallel and args.select_on == "clean":   # corrupted selection: the sequential loop
-        folds = train_parallel(args, lambda: get_models(args), train_loaders, eval_loaders,
-                               None if fold_tests else test_loaders, opts, device, calc) or []
-    for k in range(0 if folds else len(train_loaders)):
+        folds = train_parallel(args, lambda: get_models(args), run.train_loaders, run.eval_loaders,
+                               None if run.fold_tests else run.test_loaders, run.opts, device, run.calc) or []
+    for k in range(0 if folds else len(run.train_loaders)):
         engine.seed_everything(args.seed + k)
-        fold = engine.train_fold(lambda: get_models(args), train_loaders[k],
-                                 selection.eval_loader(eval_loaders[k], args.select_on, args.seed + k),
-                                 [fold_tests[k]] if fold_tests else test_loaders, opts,
-                                 device, calc, desc=f"{args.model} fold {k + 1}/{len(train_loaders)}",
+        fold = engine.train_fold(lambda: get_models(args), run.train_loaders[k],
+                                 selection.eval_loader(run.eval_loaders[k], args.select_on, args.seed + k),
+                                 [run.fold_tests[k]] if run.fold_tests else run.test_loaders, run.opts,
+                                 device, run.calc, desc=f"{args.model} fold {k + 1}/{len(run.train_loaders)}",
                                  keep_state=args.savemodel or args.robust_eval)
         folds.append(fold)
+    return folds
+
+
+SEED_KEYS = ("seed", "save_root")     # what may differ between the runs of one stacked model
+
+
+def train_seeds(runs: List[Run], get_models, device):
+    """``--parallel_seeds``: every seed's folds (as MERBench's dataloader split them for that seed) at once,
+    one stacked model; per run its folds, or Nones (with a note: one seed after another) where it cannot be."""
+    first, seeds = runs[0].args, [r.args.seed for r in runs]
+    which = f"seeds {','.join(map(str, seeds))}"
+    try:
+        if not first.fold_parallel:
+            raise parallel.ParallelUnsupported("--no_fold_parallel")
+        if first.select_on != "clean":
+            raise parallel.ParallelUnsupported(f"--select_on {first.select_on} trains in the sequential loop")
+        if any(r.fold_tests for r in runs):
+            raise parallel.ParallelUnsupported("per-fold test sets (fold_test_loaders)")
+        same = lambda a: {k: v for k, v in vars(a).items() if k not in SEED_KEYS}  # noqa: E731
+        if any(same(r.args) != same(first) or r.opts != runs[0].opts for r in runs[1:]):
+            raise parallel.ParallelUnsupported("the seeds draw different settings (MERBench's models draw from "
+                                               "model-tune.yaml per seed); one stacked model needs one architecture")
+        dataset = runs[0].train_loaders[0].dataset
+        names = lambda d: list(getattr(d, "names", range(len(d))))  # noqa: E731
+        if any(names(r.train_loaders[0].dataset) != names(dataset) for r in runs[1:]):
+            raise parallel.ParallelUnsupported("the seeds' training sets differ")
+        splits = [(fold_indices(tr, tr.dataset), fold_indices(ev, ev.dataset))
+                  for r in runs for tr, ev in zip(r.train_loaders, r.eval_loaders)]
+        k_folds = [len(r.train_loaders) for r in runs]
+        folds = parallel.train_folds(
+            lambda: get_models(first), parallel.DeviceData.from_dataset(dataset, device), splits,
+            [parallel.DeviceData.from_dataset(t.dataset, device) for t in runs[0].test_loaders], runs[0].opts, device,
+            runs[0].calc, seeds=[s + k for s, n in zip(seeds, k_folds) for k in range(n)], rng_seed=seeds[0],
+            batch_size=runs[0].train_loaders[0].batch_size, keep_state=first.savemodel or first.robust_eval,
+            compile=first.compile, desc=f"{first.model} {len(seeds)} seeds x {k_folds[0]} folds")
+    except parallel.ParallelUnsupported as exc:
+        print(f"note: {first.model}: training {which} one after another, not as one stacked model ({exc})", flush=True)
+        return [None] * len(runs)
+    print(f"parallel seeds: {which} of {first.model} trained at once ({len(seeds)} seeds x {k_folds[0]} folds, "
+          f"one stacked model)", flush=True)
+    starts = np.cumsum([0] + k_folds)
+    return [folds[starts[j]:starts[j + 1]] for j in range(len(runs))]
+
+
+def finish_run(run: Run, folds, get_models, device):
+    """Checkpoints, MERBench's result files, the JSON summary, robust evaluation and the table of one run."""
+    args, prefix, fold_tests, test_loaders, calc, config = (run.args, run.prefix, run.fold_tests, run.test_loaders,
+                                                            run.calc, run.config)
+    name_time = time.time()
     stds = None
     if args.savemodel or args.robust_eval:          # noise scale of robust eval: the whole train split (fold 1's train + eval)
         from . import robust_eval
-        stds = robust_eval.feature_std(train_loaders[0], eval_loaders[0])
+        stds = robust_eval.feature_std(run.train_loaders[0], run.eval_loaders[0])
     for k, fold in enumerate(folds):
         if args.savemodel:
-            fold.save_checkpoint(os.path.join(model_dir, f"{prefix}_fold{k + 1}_{name_time}.pt"), args.model, args,
+            fold.save_checkpoint(os.path.join(run.model_dir, f"{prefix}_fold{k + 1}_{name_time}.pt"), args.model, args,
                                  k + 1, feature_std=stds)
         print(f">>>>> fold {k + 1}: best epoch {fold.best_epoch}, eval {args.metric_name} {fold.best_metric:.4f}, "
               f"{fold.seconds:.1f}s", flush=True)
@@ -223,7 +272,7 @@ def main(argv=None):
     args.duration = float(sum(f.seconds for f in folds))
     cv = engine.cv_summary(folds)
     cv_tag = "_".join(f"{n}:{cv[m]:.4f}" for m, n in (("f1", "f1"), ("acc", "acc"), ("val_mse", "val")) if m in cv)
-    path = f"{result_dir}/cv_{prefix}_{cv_tag}_{name_time}.npz"
+    path = f"{run.result_dir}/cv_{prefix}_{cv_tag}_{name_time}.npz"
     report.atomic_save_npz(path, args=np.array(args, dtype=object))
     print(f"save results in {path}")
     tests = {}
@@ -232,16 +281,16 @@ def main(argv=None):
         tests["test"] = {m: float(np.mean([p[m] for p in per_fold])) for m in per_fold[0]}
         tests["test_std"] = {m: float(np.std([p[m] for p in per_fold])) for m in per_fold[0]}
         tag = "_".join(f"{m}:{tests['test'][m]:.4f}" for m in ("f1", "acc", "uar") if m in tests["test"])
-        path = f"{result_dir}/test1_{prefix}_{tag}_{name_time}.npz"
+        path = f"{run.result_dir}/test1_{prefix}_{tag}_{name_time}.npz"
         report.atomic_save_npz(path, args=np.array(args, dtype=object))
         print(f"per-fold test sets: mean over {len(folds)} folds; save results in {path}")
     by_condition = {}
     for j in range(0 if fold_tests else len(test_loaders)):
-        results, tag = engine.average_folds(folds, j, calc, opts.average)
+        results, tag = engine.average_folds(folds, j, calc, run.opts.average)
         tests[f"test{j + 1}"] = summarise(results)
         # fold-averaged predictions beside MERBench's args, so runs can be ensembled and analysed
-        avg = conditions.fold_average([f.test_results[j] for f in folds], opts.average)
-        path = f"{result_dir}/test{j + 1}_{prefix}_{tag}_{name_time}.npz"
+        avg = conditions.fold_average([f.test_results[j] for f in folds], run.opts.average)
+        path = f"{run.result_dir}/test{j + 1}_{prefix}_{tag}_{name_time}.npz"
         report.atomic_save_npz(path, args=np.array(args, dtype=object), **avg)
         print(f"save results in {path}")
         label_dir = os.path.dirname(getattr(config, "PATH_TO_LABEL", {}).get(args.dataset) or "") or None
@@ -249,7 +298,7 @@ def main(argv=None):
         by_condition[f"test{j + 1}"] = conditions.per_condition(
             avg["names"], avg.get("emoprobs", []), avg.get("emolabels", []), avg.get("valpreds", []),
             avg.get("vallabels", []), groups, calc)
-    summary = {"model": args.model, "dataset": args.dataset, "features": features, "feat_type": args.feat_type,
+    summary = {"model": args.model, "dataset": args.dataset, "features": run.features, "feat_type": args.feat_type,
                "settings": options.model_settings(args, args.model), "protocol": options.protocol(args),
                "seed": args.seed, "cv": cv, "tests": tests,
                "tests_by_condition": by_condition,
@@ -265,7 +314,7 @@ def main(argv=None):
             models, OrderedDict((f"test{j + 1}", loader) for j, loader in enumerate(test_loaders)), device,
             stds=stds, calculate_results=calc, conditions=robust_eval.all_conditions(args.robust_kinds.split(",")),
             seed=args.robust_seed, with_masks=robust_eval.registry_model(args.model), output_dim1=args.output_dim1,
-            output_dim2=args.output_dim2, model_name=args.model, progress=not args.quiet, amp=opts.amp)
+            output_dim2=args.output_dim2, model_name=args.model, progress=not args.quiet, amp=run.opts.amp)
         summary["robust"] = rows
         paths = robust_eval.write_reports(rows, os.path.join(args.save_root, "robust"), f"robust_{prefix}_{name_time}")
         print("robust evaluation: " + ", ".join(paths.values()))
@@ -275,6 +324,43 @@ def main(argv=None):
         if len(groups) > 2:
             print(f"{name} by condition:\n" + conditions.condition_table({args.model: groups}, "f1"))
     print(f"summary: {path}")
+    return summary
+
+
+def main(argv=None):
+    args = options.apply_protocol(build_parser().parse_args(argv))
+    features = prepare_args(args)
+    seeds = options.seed_list(args)
+    if args.parallel_seeds and args.seeds is None:
+        raise SystemExit("error: --parallel_seeds needs --seeds, e.g. --seeds 0,1,2 --parallel_seeds")
+    if len(seeds) > 1 and "{seed}" not in args.save_root:
+        print(f"note: the {len(seeds)} seeds write into one folder ({args.save_root}); put {{seed}} in --save_root "
+              f"for one folder per seed", flush=True)
+    if not os.path.isdir("toolkit") or not os.path.isfile("config.py"):
+        raise SystemExit("error: run main-robust.py from the MERBench root (the folder with toolkit/ and config.py)")
+    sys.path.insert(0, os.getcwd())
+    import config  # MERBench's global config (paths); noqa: E402
+    from toolkit.dataloader import get_dataloaders
+    from toolkit.models import get_models
+
+    device = engine.resolve_device(args.gpu)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    else:
+        cpu_cuda_shim()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if not (args.parallel_seeds and len(seeds) > 1):     # one seed at a time: one seed's data in memory at a time
+        for seed in seeds:
+            run = prepare_run(args, features, seed, get_dataloaders, config)
+            print("====== Training and Evaluation =======", flush=True)
+            finish_run(run, train_run(run, get_models, device), get_models, device)
+        return 0
+    runs = [prepare_run(args, features, seed, get_dataloaders, config) for seed in seeds]
+    print("====== Training and Evaluation =======", flush=True)
+    stacked = train_seeds(runs, get_models, device)
+    for run, folds in zip(runs, stacked):
+        finish_run(run, train_run(run, get_models, device) if folds is None else folds, get_models, device)
     return 0
 
 
