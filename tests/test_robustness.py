@@ -52,6 +52,45 @@ def test_corruption_never_hits_every_modality_and_only_present_ones(shape):
         assert all((o[:, :2] == 0).all() for o in out)
 
 
+def _corrupt_one_by_copies(x, kind, strength):
+    """The first formulation of corrupt_one (four corrupted copies, stacked, gathered): the reference."""
+    import math
+    from merbench_plugins.modules.masking import _per_sample, frame_mask
+    b = x.shape[0]
+    valid = frame_mask(x).unsqueeze(-1).to(x.dtype) if x.dim() == 3 else 1.0
+    u = lambda: _per_sample(torch.rand(b, dtype=x.dtype), x)  # noqa: E731
+    std = _per_sample(x.flatten(1).std(dim=1), x)
+    noise = x + (0.5 + (strength - 0.5) * u()) * std * torch.randn_like(x) * valid
+    drop_dims = x.shape[-1:] if x.dim() == 2 else (1, x.shape[-1])
+    dropped = x * (torch.rand((b,) + tuple(drop_dims)) >= 0.3 + 0.6 * u()).to(x.dtype)
+    gain = x * torch.exp((2 * u() - 1) * math.log(max(strength, 1.0)))
+    out = torch.stack([noise, dropped, gain, x.roll(1, dims=0)])
+    return out.gather(0, _per_sample(kind, x).expand_as(x).unsqueeze(0)).squeeze(0)
+
+
+@pytest.mark.parametrize("shape", [(64, 12), (64, 5, 12)])
+def test_fused_corruption_equals_the_four_copy_formulation(shape):
+    """One pass (x * scale + coef * noise) gives the same values from the same draws as four copies, so
+    runs (and the published corruption-benchmark numbers) are unchanged; inactive samples come back as is."""
+    from merbench_plugins.modules.masking import corrupt_one
+    x = torch.randn(*shape)
+    if len(shape) == 3:
+        x[:, :2] = 0                                                                    # front padding
+    kind = torch.arange(shape[0]) % 4
+    torch.manual_seed(3)
+    ref = _corrupt_one_by_copies(x, kind, 4.0)
+    torch.manual_seed(3)
+    got = corrupt_one(x, kind, 4.0)
+    assert torch.equal(got, ref)
+    active = torch.rand(shape[0]) < 0.5
+    torch.manual_seed(3)
+    part = corrupt_one(x, kind, 4.0, active=active)
+    assert torch.equal(part[active], ref[active]) and torch.equal(part[~active], x[~active])
+    assert torch.equal(got[kind == 3], x.roll(1, 0)[kind == 3])                         # swap
+    dropped = got[kind == 1]
+    assert ((dropped == 0) | (dropped == x[kind == 1])).all()                           # dropdims: zeros only
+
+
 def test_augmentation_acts_only_in_training():
     torch.manual_seed(0)
     model = create_model("attention_robust_v2", model_args(corrupt_aug=1.0, use_modality_dropout=False))

@@ -134,7 +134,11 @@ class MultimodalDecoder(nn.Module):
     def reconstruct(self, h, m):
         if self.encoder_inputs is None:
             return self.outputs[m](h)
-        return h @ self.encoder_inputs[m].proj.weight + self.output_bias[m]           # [B, D]
+        weight = self.encoder_inputs[m].proj.weight                                     # [D_in -> H]: [H, D]
+        # h @ W, written so that W's gradient comes out in W's memory layout (the fold-parallel engine stores
+        # linear weights transposed): the tied weight's two gradients then add contiguously
+        out = h @ weight if weight.is_contiguous() else (weight.t() @ h.t()).t()
+        return out + self.output_bias[m]                                                # [B, D]
 
     def forward(self, z, inputs):
         h = F.relu(self.hidden(z))
