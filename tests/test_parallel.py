@@ -172,3 +172,31 @@ def test_runner_parallel_and_sequential_agree(tiny_data, tmp_path):
         scores[bool(flag)] = s["tests"]["test1"]["f1"]
         assert len(glob.glob(str(out / "models" / "*.pt"))) == 2
     assert abs(scores[True] - scores[False]) < 0.25
+
+
+def test_fold_scaler_skips_and_backs_off_only_the_overflowing_fold():
+    scaler = parallel.FoldScaler(3, CPU, True, init_scale=8.0, growth_interval=2)
+    true_grad = torch.randn(3, 10)
+    grad = true_grad * 8.0
+    grad[1, 4] = float("inf")                                          # fold 2 overflowed in fp16
+    assert scaler.unscale(grad, [0, 1, 2]) == [0, 2]
+    torch.testing.assert_close(grad[[0, 2]], true_grad[[0, 2]])
+    assert scaler.scales.tolist() == [8.0, 4.0, 8.0] and scaler.skipped == [0, 1, 0]
+    assert scaler.unscale(torch.ones(3, 10), [0, 2]) == [0, 2]        # a second finite step in a row: growth
+    assert scaler.scales.tolist() == [16.0, 4.0, 16.0]
+    losses = torch.ones(3)
+    assert scaler.scale(torch.ones(2), [1, 2]).tolist() == [4.0, 16.0]
+    off = parallel.FoldScaler(3, CPU, False)
+    assert off.scale(losses, None) is losses and off.unscale(grad, [0, 1]) == [0, 1]
+
+
+def test_loss_scaling_leaves_the_trajectory_unchanged(train_split):
+    """Per-fold fp16 loss scaling (forced on, in fp32): power-of-two scales unscale exactly, so the folds walk
+    the unscaled path; this is the path fp16 --amp takes on GPUs without bf16 (no sequential fallback)."""
+    splits = fold_indices(len(train_split), 2, 0)
+    o = opts(epochs=2, grad_clip=0.05)
+    plain = run_parallel(train_split, splits, [1, 2], o, make=build(**DETERMINISTIC))
+    scaled = run_parallel(train_split, splits, [1, 2], o, make=build(**DETERMINISTIC), loss_scaling=True)
+    for a, b in zip(plain, scaled):
+        assert [h["train_loss"] for h in a.history] == pytest.approx([h["train_loss"] for h in b.history], rel=1e-5)
+        np.testing.assert_allclose(a.test_results[0]["emologits"], b.test_results[0]["emologits"], atol=1e-5)

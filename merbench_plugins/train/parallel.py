@@ -5,7 +5,8 @@ Each fold keeps what the sequential loop gives it: its own initialisation (built
 standalone runner's loader), its own dropout / modality-dropout noise (``vmap(randomness="different")``),
 its own Adam(W) state and step count, per-fold gradient clipping (``clamp`` is elementwise, so clamping the
 stacked gradient is ``clip_grad_value_`` per fold), the same LR schedule, its own early stopping, best
-checkpoint and test predictions. A fold that stops is frozen while the others go on.
+checkpoint and test predictions. A fold that stops is frozen while the others go on. fp16 ``--amp`` (GPUs
+without bf16) scales each fold's loss by its own dynamic scale (:class:`FoldScaler`).
 
 How: the folds' parameters live in one flat leaf ``[K, P]`` (views per parameter); one
 ``vmap(functional_call)`` computes the K losses, ``sum().backward()`` gives each fold the gradient of its
@@ -219,6 +220,49 @@ class StackedAdam:
                 p[k].addcdiv_(self.m[k], denom, value=-lr / (1 - b1 ** t))
 
 
+class FoldScaler:
+    """Dynamic fp16 loss scaling with one scale per fold (torch.amp.GradScaler's rule, applied per row).
+
+    ``scale(losses, rows)`` multiplies each fold's loss by its own scale before backward; ``unscale(grad,
+    active)`` divides the flat gradient's rows back and returns the active folds whose gradients are finite:
+    a fold that overflowed skips this step and halves its scale, the others step on (and double their
+    scale after ``growth_interval`` finite steps in a row). Disabled, it changes nothing.
+    """
+
+    def __init__(self, k: int, device, enabled: bool, init_scale: float = 2.0 ** 16, growth_factor: float = 2.0,
+                 backoff_factor: float = 0.5, growth_interval: int = 2000):
+        self.enabled = enabled
+        self.scales = torch.full((k,), float(init_scale), device=device)
+        self.growth, self.backoff, self.interval = growth_factor, backoff_factor, growth_interval
+        self.good = [0] * k
+        self.skipped = [0] * k
+
+    def scale(self, losses: torch.Tensor, rows: Optional[List[int]]) -> torch.Tensor:
+        if not self.enabled:
+            return losses
+        return losses * (self.scales if rows is None else self.scales[rows]).to(losses.dtype)
+
+    def unscale(self, grad: torch.Tensor, active: List[int]) -> List[int]:
+        """Unscale the gradient rows in place; the active folds that may step (finite gradients)."""
+        if not self.enabled or not active:
+            return active
+        grad.mul_(self.scales.reciprocal().unsqueeze(1))                                # [K, P] / [K, 1]
+        finite = torch.isfinite(grad[active]).all(dim=1).tolist()                       # one sync per step
+        ok = []
+        for k, fine in zip(active, finite):
+            if fine:
+                ok.append(k)
+                self.good[k] += 1
+                if self.good[k] >= self.interval:
+                    self.scales[k] *= self.growth
+                    self.good[k] = 0
+            else:
+                self.scales[k] *= self.backoff
+                self.good[k] = 0
+                self.skipped[k] += 1
+        return ok
+
+
 def lr_schedule(opts: engine.TrainOptions) -> List[float]:
     """The LR of every epoch, as make_scheduler's schedulers give them."""
     if opts.scheduler == "cosine":
@@ -239,8 +283,6 @@ def check_options(opts: engine.TrainOptions, device):
     """Options the stacked loop does not vectorise raise ParallelUnsupported (the runner logs, then goes sequential)."""
     if functional_api() is None:
         raise ParallelUnsupported("this torch has neither torch.func nor functorch (pip install functorch for torch 1.12)")
-    if opts.amp and device.type == "cuda" and engine.amp_dtype(device) == torch.float16:
-        raise ParallelUnsupported("--amp on a GPU without bf16 needs a per-fold fp16 loss scaler")
     for name, default in (("select_on", "clean"),):
         value = getattr(opts, name, default)
         if value not in (default, None):
@@ -293,12 +335,15 @@ class FoldParallel:
         finally:
             self.params.grad.zero_()
 
-    def train_step(self, batch, emos, vals, rows: Optional[List[int]] = None) -> torch.Tensor:
-        """Losses [len(rows)] of one step; gradients accumulate into the flat gradient's rows."""
+    def train_step(self, batch, emos, vals, rows: Optional[List[int]] = None,
+                   scaler: Optional[FoldScaler] = None) -> torch.Tensor:
+        """Losses [len(rows)] of one step; gradients (scaled by ``scaler``'s per-fold scales, if given)
+        accumulate into the flat gradient's rows."""
         losses = self.train_fn(self.params.trainable(rows), self.params.fixed_rows(rows), batch, emos, vals)
+        scaled = losses if scaler is None else scaler.scale(losses, rows)
         with warnings.catch_warnings():  # the gradients are row-strided views of one buffer on purpose
             warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout")
-            losses.sum().backward()      # fold k's loss depends on row k only: row k's gradient is its own
+            scaled.sum().backward()      # fold k's loss depends on row k only: row k's gradient is its own
         return losses.detach()
 
     @torch.no_grad()
@@ -365,10 +410,13 @@ def fold_results(probs_logits, vals, data: DeviceData, index, k, opts, calculate
 def train_folds(build_model: Callable[[], nn.Module], data: DeviceData,
                 splits: List[Tuple[Sequence[int], Sequence[int]]], tests: List[DeviceData], opts: engine.TrainOptions,
                 device, calculate_results, *, seeds: Sequence[int], batch_size: int, rng_seed: Optional[int] = None,
-                keep_state: bool = False, compile: bool = False, desc: str = "folds") -> List[engine.FoldResult]:
+                keep_state: bool = False, compile: bool = False, desc: str = "folds",
+                loss_scaling: Optional[bool] = None) -> List[engine.FoldResult]:
     """Train every (train index, eval index) split of ``data`` at once; one FoldResult per split, as train_fold's.
 
     seeds[k]: fold k's initialisation and data order (the runners pass seed + k). rng_seed: dropout noise.
+    loss_scaling: per-fold fp16 loss scaling (:class:`FoldScaler`); None = where fp16 autocast runs
+    (``--amp`` on a GPU without bf16), as the sequential loop's GradScaler.
     Raises ParallelUnsupported before any training when the model or the options cannot be stacked.
     """
     start = time.time()
@@ -383,6 +431,17 @@ def train_folds(build_model: Callable[[], nn.Module], data: DeviceData,
     fp.probe(data, torch.stack([t[:2] for t in train_idx]).to(dev))
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]      # = SplitLoader(seed=seed_k)
     opt = StackedAdam(fp.params.data, fp.params.grad, opts)
+    if loss_scaling is None:
+        loss_scaling = opts.amp and device.type == "cuda" and engine.amp_dtype(device) == torch.float16
+    scaler = FoldScaler(k_folds, device, loss_scaling)
+
+    def update(active: List[int]):
+        """Unscale (fp16), clip per fold, step the folds whose gradients are finite."""
+        active = scaler.unscale(fp.params.grad, active)
+        if fp.clip is not None:
+            fp.params.grad.clamp_(-fp.clip, fp.clip)
+        opt.step(active, lr)
+
     lrs = lr_schedule(opts)
     best = [(-math.inf, -1, None) for _ in range(k_folds)]
     best_flat = fp.params.data.clone()
@@ -411,21 +470,17 @@ def train_folds(build_model: Callable[[], nn.Module], data: DeviceData,
         for s in range(steps):
             active = [k for k in rows if s < full[k]]
             fp.params.grad.zero_()
-            loss = fp.train_step(*data.take(index[s] if sub is None else index[s][rows_t]), rows=sub)
+            loss = fp.train_step(*data.take(index[s] if sub is None else index[s][rows_t]), rows=sub, scaler=scaler)
             losses.append(loss if sub is None else torch.zeros(k_folds, device=dev).index_copy_(0, rows_t, loss))
             counted.append([s < f for f in full])
-            if fp.clip is not None:
-                fp.params.grad.clamp_(-fp.clip, fp.clip)
-            opt.step(active, lr)
+            update(active)
         for k, (o, f) in enumerate(zip(orders, full)):   # the epoch's short last batch of each fold
             if running[k] and len(o) > f * batch_size:
                 torch.manual_seed(epoch_seed(rng_seed, epoch, k))
                 fp.params.grad.zero_()
                 batch, emos, vals = data.take(o[f * batch_size:].to(dev).unsqueeze(0))
-                loss = fp.train_step(batch, emos, vals, rows=[k])
-                if fp.clip is not None:
-                    fp.params.grad.clamp_(-fp.clip, fp.clip)
-                opt.step([k], lr)
+                loss = fp.train_step(batch, emos, vals, rows=[k], scaler=scaler)
+                update([k])
                 losses.append(torch.zeros(k_folds, device=loss.device).index_copy_(0, torch.tensor([k], device=loss.device), loss))
                 counted.append([j == k for j in range(k_folds)])
         loss_matrix = torch.stack(losses).float().cpu().numpy() if losses else np.zeros((0, k_folds))   # one sync per epoch
