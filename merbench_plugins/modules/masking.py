@@ -19,6 +19,12 @@ def frame_mask(x: torch.Tensor) -> torch.Tensor:
     return (x != 0).any(dim=-1)
 
 
+def data_mask(x: torch.Tensor) -> torch.Tensor:
+    """[B, D] -> [B, 1], [B, T, D] -> [B, T, 1]: x's dtype, 1 where the vector (utterance or frame) is real
+    data, 0 on zero padding / an absent modality; broadcasts against x (noise added to real data only)."""
+    return frame_mask(x).unsqueeze(-1).to(x.dtype)
+
+
 def valid_first(x: torch.Tensor, mask: torch.Tensor):
     """Move each sequence's valid frames to the front, in order: ([B, T, D], [B, T]) -> the same shapes.
 
@@ -157,7 +163,7 @@ def corrupt_one(x: torch.Tensor, kind: torch.Tensor, strength: float, active: Op
     result is one pass ``x * scale + coef * noise`` instead of four corrupted copies stacked and gathered.
     """
     b = x.shape[0]
-    valid = frame_mask(x).unsqueeze(-1).to(x.dtype) if x.dim() == 3 else 1.0
+    valid = data_mask(x) if x.dim() == 3 else 1.0
     u = lambda: _per_sample(torch.rand(b, device=x.device, dtype=x.dtype), x)       # noqa: E731
     std = _per_sample(x.flatten(1).std(dim=1), x)
     amplitude = (0.5 + (strength - 0.5) * u()) * std                                  # [B, 1(, 1)]

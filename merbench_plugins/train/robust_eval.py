@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .. import registry
-from ..modules.masking import MODALITIES
+from ..modules.masking import MODALITIES, data_mask
 from . import report
 from .engine import autocast
 from .metrics import mer_results, summarise
@@ -98,11 +98,6 @@ def all_conditions(kinds=tuple(KINDS), missing_rates=MISSING_RATES, noise_levels
     return [Condition(k, v) for k in KINDS if k in kinds for v in values.get(k, KINDS[k].values)]
 
 
-def _valid(x):
-    """[B, D] or [B, T, D] -> same-shape float mask of the values that are real data (not padding)."""
-    return (x != 0).any(-1, keepdim=True).to(x.dtype).expand_as(x)
-
-
 def sample_keys(names: Sequence[str], seed: int, cond: Condition) -> np.ndarray:
     """[B] uint64: one key per sample from (seed, condition, name) only."""
     return np.array([int.from_bytes(hashlib.blake2b(f"{seed}|{cond.label}|{n}".encode(), digest_size=8).digest(),
@@ -140,7 +135,7 @@ def apply_condition(batch: dict, cond: Condition, names: Sequence[str], seed: in
         x = batch[key]
         if level > 0:
             z = normals(keys, N_UNIFORMS + m * (1 << 40), tuple(x.shape[1:]))
-            x = x + torch.from_numpy(z).to(x.device, x.dtype) * (level * feature_std[key]) * _valid(x)
+            x = x + torch.from_numpy(z).to(x.device, x.dtype) * (level * feature_std[key]) * data_mask(x)
         km = keep[:, m].to(x.device).view(-1, *([1] * (x.dim() - 1)))
         out[key] = torch.where(km, x, torch.zeros((), dtype=x.dtype, device=x.device))
     present = torch.stack([(out[k] != 0).flatten(1).any(1) for k in MODALITIES], 1)
@@ -156,7 +151,7 @@ def feature_std(*loaders) -> dict:
         for batch, *_ in loader:
             for k in MODALITIES:
                 x = batch[k].double()
-                v = _valid(x).bool()
+                v = data_mask(x).bool().expand_as(x)
                 sums[k][0] += float(x[v].sum())
                 sums[k][1] += float((x[v] ** 2).sum())
                 sums[k][2] += int(v.sum())

@@ -8,7 +8,7 @@ generator seeded by ``seed``, so the selection is deterministic for a seed.
 """
 import torch
 
-from ..modules.masking import MODALITIES, presence_mask, random_subset
+from ..modules.masking import MODALITIES, data_mask, presence_mask, random_subset
 
 SELECT_ON = ("clean", "corrupted")
 
@@ -27,7 +27,7 @@ def _corrupt_batch(batch: dict, generator: torch.Generator) -> dict:
         shape = (-1,) + (1,) * (x.dim() - 1)
         std = x[present[:, m].to(x.device)].std() if present[:, m].any() else torch.zeros((), dtype=x.dtype)
         hit = (noisy & (target == m) & kept[:, m]).to(x.device).view(shape)
-        valid = (x != 0).any(-1, keepdim=True).to(x.dtype)
+        valid = data_mask(x)
         x = x + hit * 2.0 * std * torch.randn(x.shape, generator=generator).to(x.device, x.dtype) * valid
         out[key] = torch.where(kept[:, m].to(x.device).view(shape), x, torch.zeros((), dtype=x.dtype, device=x.device))
     return out
