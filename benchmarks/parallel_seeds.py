@@ -1,6 +1,7 @@
 """Whole-run time of S seeds: S separate fold-parallel runs vs one stacked run (``--seeds ... --parallel_seeds``).
 
-One process, one data load; the two configurations alternate (``--repeats`` rounds, the fastest counts).
+One process, one data load; the two configurations alternate (``--repeats`` rounds, the fastest counts);
+wall time and process CPU time (which other jobs on a shared machine barely skew) are both reported.
 Each is the standalone runner's complete work for S seeds (training, evaluation every epoch, test
 predictions, fold averaging, result files); early stopping is off so both do the same epochs.
 
@@ -21,7 +22,7 @@ from merbench_plugins.train import engine, report, runner
 
 
 def timed_runs(base, model, seeds, stacked, ds, train, tests, device):
-    """Seconds for all seeds, and each seed's test-1 summary."""
+    """(wall seconds, process CPU seconds) for all seeds, and each seed's test-1 summary."""
     args = runner.build_parser().parse_args(base + ["--model", model])
     runner.default_features(args)
     runs = []
@@ -29,11 +30,11 @@ def timed_runs(base, model, seeds, stacked, ds, train, tests, device):
         r = copy.copy(args)
         r.seed = s
         runs.append(r)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     folds = runner.train_seeds(runs, model, ds, train, tests, device) if stacked else [None] * len(runs)
     out = [runner.train_model(r, model, ds, train, tests, device, report.timestamp(), folds=f)
            for r, f in zip(runs, folds)]
-    return time.perf_counter() - t, [o["tests"][tests[0].name] for o in out]
+    return (time.perf_counter() - t, time.process_time() - c), [o["tests"][tests[0].name] for o in out]
 
 
 def main(argv=None):
@@ -70,21 +71,25 @@ def main(argv=None):
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 elapsed, score = timed_runs(base, model, seeds, stacked, ds, train, tests, device)
-                seconds[model, name] = min(seconds.get((model, name), float("inf")), elapsed)
+                best = seconds.get((model, name), (float("inf"), float("inf")))
+                seconds[model, name] = (min(best[0], elapsed[0]), min(best[1], elapsed[1]))
                 scores[model, name] = score
-                print(f"  {model} {name}: {elapsed:.1f}s", flush=True)
+                print(f"  {model} {name}: {elapsed[0]:.1f}s wall, {elapsed[1]:.1f}s CPU", flush=True)
     metric = "emoval" if train.has_valence else "f1"
-    head = ["model", f"{a.seeds} separate fold-parallel runs (s)", f"{a.seeds} seeds stacked (s)", "speed-up",
+    head = ["model", f"{a.seeds} separate runs, wall (s)", f"{a.seeds} seeds stacked, wall (s)", "wall speed-up",
+            "separate, CPU (s)", "stacked, CPU (s)", "CPU speed-up",
             f"{tests[0].name} {metric} per seed, separate", f"{tests[0].name} {metric} per seed, stacked"]
     rows = []
     for model in dict.fromkeys(m for m, _ in seconds):
         sep, stk = seconds[model, "separate"], seconds[model, "stacked"]
-        rows.append([model, round(sep, 2), round(stk, 2), f"{sep / stk:.2f}x",
-                     " ".join(f"{s.get(metric, float('nan')):.4f}" for s in scores[model, "separate"]),
-                     " ".join(f"{s.get(metric, float('nan')):.4f}" for s in scores[model, "stacked"])])
+        rows.append([model, round(sep[0], 1), round(stk[0], 1), f"{sep[0] / stk[0]:.2f}x",
+                     round(sep[1], 1), round(stk[1], 1), f"{sep[1] / stk[1]:.2f}x",
+                     " ".join(f"{s.get(metric, float('nan')):.3f}" for s in scores[model, "separate"]),
+                     " ".join(f"{s.get(metric, float('nan')):.3f}" for s in scores[model, "stacked"])])
     note = (f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{a.threads} thread(s)'}), "
             f"torch {torch.__version__}, {a.seeds} seeds x {a.folds} folds x {a.epochs} epochs, batch {a.batch_size}, "
-            f"train {len(train)} samples, dims {ds.dims(train)}, best of {a.repeats} interleaved round(s)")
+            f"train {len(train)} samples, dims {ds.dims(train)}, best of {a.repeats} interleaved round(s); "
+            f"CPU = process CPU time (robust to other jobs on the machine)")
     table = note + "\n\n" + report.markdown_table(head, rows)
     print(table)
     if a.out:

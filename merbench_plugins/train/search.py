@@ -72,7 +72,8 @@ from .search_study import MAX_RETRIES  # noqa: F401  (tests and callers read it 
 
 METRICS = ("auto", "emoval", "f1", "acc", "val_mse")
 # flags the search sets itself on every runner command line
-RESERVED_FLAGS = ("--model", "--hyper_path", "--tune_yaml", "--out", "--save_root", "--seed")
+RESERVED_FLAGS = ("--model", "--hyper_path", "--tune_yaml", "--out", "--save_root", "--seed", "--seeds",
+                  "--parallel_seeds")
 DIVERGED = re.compile(r"FloatingPointError|loss became (?:nan|-?inf)|no epoch produced a finite eval metric")
 FOLD_LINE = re.compile(r"fold (\d+)(?:/\d+)?: best epoch \d+, eval (\w+) (-?(?:[0-9.]+(?:e-?\d+)?|nan|inf))")
 # the runners' per-fold selection metric -> the search metric it is (``val`` is -val_mse)
