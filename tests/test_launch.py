@@ -389,6 +389,8 @@ def test_parallel_seeds_one_job_per_variant_then_resume_trains_only_unfinished_s
             assert json.loads((run / "summary_fake.json").read_text())["seed"] == seed
             meta = json.loads((run / "variant.json").read_text())     # what summarize groups by
             assert (meta["variant"], meta["seed"]) == (variant, seed)
+    listed = (out / "v2_full" / "parallel_seeds" / experiments.SEED_DIRS).read_text().splitlines()
+    assert listed == [str(out / "v2_full" / f"seed{seed}") for seed in (0, 1, 2)]
     # resume: seeds 1 and 2 of v2_full unfinished -> one job with just those; v2_no_recon: seed 2 alone
     for variant, seeds in (("v2_full", (1, 2)), ("v2_no_recon", (2,))):
         for seed in seeds:
@@ -413,3 +415,25 @@ def test_parallel_seeds_flag_and_bad_env(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PARALLEL_SEEDS", "yes")
     assert experiments.seeds_main(argv) == 2
     assert "PARALLEL_SEEDS must be 1" in capsys.readouterr().err
+
+
+def test_slurm_task_of_parallel_seeds_is_finished_only_when_every_seed_is(tmp_path, monkeypatch, capsys):
+    data = parallel_seeds_setup(tmp_path, monkeypatch)
+    argv = ["attention_robust_v2", "--standalone", str(data), "--out", str(tmp_path / "o"), "--slurm", "--dry-run"]
+    assert experiments.seeds_main(argv) == 0
+    assert experiments.FINISHED in capsys.readouterr().out
+    job = tmp_path / "v" / "parallel_seeds"
+    job.mkdir(parents=True)
+    seeds = [tmp_path / "v" / f"seed{s}" for s in (1, 2)]
+    (job / experiments.SEED_DIRS).write_text("".join(f"{d}\n" for d in seeds))
+
+    def finished(folder):
+        test = f'set -euo pipefail; DIR={shlex.quote(str(folder))}; if {experiments.FINISHED}; then echo y; else echo n; fi'
+        return subprocess.run(["bash", "-c", test], capture_output=True, text=True, check=True).stdout.strip() == "y"
+
+    assert not finished(job)
+    for k, d in enumerate(seeds):
+        d.mkdir()
+        (d / "summary_x.json").write_text("{}")
+        assert finished(job) == (k == 1)
+    assert finished(seeds[0]) and not finished(tmp_path / "elsewhere")      # a per-seed task: its own summary

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 from . import queue, slurm
+from ..fileio import atomic_write_text
 from .queue import CPU, Job, LaunchError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -362,8 +363,19 @@ def finished_test(jobs: List[Job]):
     return lambda run_dir: finished(by_dir[run_dir]) if run_dir in by_dir else queue.has_summary(run_dir)
 
 
+SEED_DIRS = "seed_dirs.txt"      # a parallel-seeds job's folder: its seeds' run folders, one a line (for SLURM)
+# the SLURM tasks' test on $DIR: a parallel-seeds job is finished when every folder in seed_dirs.txt has a summary
+_HAS_SUMMARY_D = slurm.HAS_SUMMARY.replace('"$DIR"', '"$D"').replace("-quit)", "-quit 2>/dev/null)")
+FINISHED = ('{ if [[ -f "$DIR/%s" ]]; then ok=1; while IFS= read -r D; do %s || ok=0; done < "$DIR/%s"; '
+            '[[ $ok == 1 ]]; else %s; fi; }' % (SEED_DIRS, _HAS_SUMMARY_D, SEED_DIRS, slurm.HAS_SUMMARY))
+
+
 def write_seed_meta(job: Job):
-    """variant.json and command.txt in every seed folder of a parallel-seeds job (as its per-seed jobs write)."""
+    """variant.json and command.txt in every seed folder of a parallel-seeds job (as its per-seed jobs write),
+    and the list of those folders in the job's own folder."""
+    if "seeds" in job.meta:
+        os.makedirs(job.run_dir, exist_ok=True)
+        atomic_write_text(os.path.join(job.run_dir, SEED_DIRS), "".join(d + "\n" for d in seed_folders(job)))
     for seed, folder in zip(job.meta.get("seeds", []), seed_folders(job)):
         meta = {k: v for k, v in job.meta.items() if k != "seeds"}
         queue.write_meta(Job(name=job.name, command=job.command, run_dir=folder, device=job.device,
@@ -391,7 +403,9 @@ def submit(s: Setup, pending: List[Job], opts: slurm.SlurmOptions, dry_run: bool
         print("every job has finished: nothing to submit")
         return 0
     path = slurm.script_path(s.out, s.name)
-    text = slurm.array_script(s.name, pending, s.out, opts, about=" (variant x seed)")
+    text = slurm.array_script(s.name, pending, s.out, opts, finished=FINISHED,
+                              about=" (variant x seed, or variant x its unfinished seeds)" if s.parallel_seeds
+                              else " (variant x seed)")
     if dry_run:
         print(f"\ndry run: would write {path} and submit it:\n{text}")
         return 0
