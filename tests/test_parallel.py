@@ -200,3 +200,24 @@ def test_loss_scaling_leaves_the_trajectory_unchanged(train_split):
     for a, b in zip(plain, scaled):
         assert [h["train_loss"] for h in a.history] == pytest.approx([h["train_loss"] for h in b.history], rel=1e-5)
         np.testing.assert_allclose(a.test_results[0]["emologits"], b.test_results[0]["emologits"], atol=1e-5)
+
+
+def test_corrupted_selection_follows_the_sequential_loop(train_split):
+    """--select_on corrupted, fold-parallel: each fold validates on its clean + corrupted copy (the sequential
+    eval loader's batches as device rows), so selection, history and test predictions match the sequential loop."""
+    from merbench_plugins.train import selection
+    splits = fold_indices(len(train_split), 2, 0)
+    o = opts(epochs=3)
+    evals = [parallel.DeviceData.from_batches(
+        selection.eval_loader(SplitLoader(train_split.subset(ev), 8), "corrupted", 4 + k), CPU)
+        for k, (_, ev) in enumerate(splits)]
+    assert len(evals[0]) == 2 * len(splits[0][1]) and evals[0].names[-1].endswith("#corrupted")
+    par = run_parallel(train_split, splits, [4, 5], o, make=build(**DETERMINISTIC), evals=evals)
+    for k, (tr, ev) in enumerate(splits):
+        engine.seed_everything(4 + k)
+        seq = engine.train_fold(build(**DETERMINISTIC), SplitLoader(train_split.subset(tr), 8, shuffle=True, seed=4 + k),
+                                selection.eval_loader(SplitLoader(train_split.subset(ev), 8), "corrupted", 4 + k),
+                                [SplitLoader(train_split, 8)], o, CPU, mer_results)
+        assert [h["eval_metric"] for h in par[k].history] == pytest.approx([h["eval_metric"] for h in seq.history], abs=1e-4)
+        assert par[k].eval_results["names"] == seq.eval_results["names"]
+        assert par[k].best_epoch == seq.best_epoch

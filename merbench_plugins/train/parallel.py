@@ -83,6 +83,23 @@ class DeviceData:
         batch, emos, vals, names = dataset.collater([dataset[i] for i in range(len(dataset))])
         return cls(batch, emos, vals, names, device)
 
+    @classmethod
+    def from_batches(cls, batches, device):
+        """A list of the runners' batches ``(batch, emos, vals, names)`` (same feature shapes), concatenated."""
+        keys = [k for k, v in batches[0][0].items() if torch.is_tensor(v)]
+        features = {k: torch.cat([b[0][k] for b in batches]) for k in keys}
+        return cls(features, torch.cat([b[1] for b in batches]), torch.cat([b[2] for b in batches]),
+                   [n for b in batches for n in b[3]], device)
+
+    @classmethod
+    def concat(cls, parts: Sequence["DeviceData"]) -> Tuple["DeviceData", List[torch.Tensor]]:
+        """One DeviceData of ``parts`` back to back, and each part's row indices in it."""
+        features = {k: torch.cat([p.features[k] for p in parts]) for k in parts[0].features}
+        data = cls(features, torch.cat([p.emos for p in parts]), torch.cat([p.vals for p in parts]),
+                   [n for p in parts for n in p.names], parts[0].device)
+        starts = np.cumsum([0] + [len(p) for p in parts])
+        return data, [torch.arange(a, b, device=data.device) for a, b in zip(starts[:-1], starts[1:])]
+
     def __len__(self):
         return len(self.names)
 
@@ -283,10 +300,6 @@ def check_options(opts: engine.TrainOptions, device):
     """Options the stacked loop does not vectorise raise ParallelUnsupported (the runner logs, then goes sequential)."""
     if functional_api() is None:
         raise ParallelUnsupported("this torch has neither torch.func nor functorch (pip install functorch for torch 1.12)")
-    for name, default in (("select_on", "clean"),):
-        value = getattr(opts, name, default)
-        if value not in (default, None):
-            raise ParallelUnsupported(f"{name}={value!r} is implemented in the sequential loop only")
 
 
 class FoldParallel:
@@ -411,10 +424,14 @@ def train_folds(build_model: Callable[[], nn.Module], data: DeviceData,
                 splits: List[Tuple[Sequence[int], Sequence[int]]], tests: List[DeviceData], opts: engine.TrainOptions,
                 device, calculate_results, *, seeds: Sequence[int], batch_size: int, rng_seed: Optional[int] = None,
                 keep_state: bool = False, compile: bool = False, desc: str = "folds",
-                loss_scaling: Optional[bool] = None) -> List[engine.FoldResult]:
+                loss_scaling: Optional[bool] = None, evals: Optional[Sequence[DeviceData]] = None
+                ) -> List[engine.FoldResult]:
     """Train every (train index, eval index) split of ``data`` at once; one FoldResult per split, as train_fold's.
 
     seeds[k]: fold k's initialisation and data order (the runners pass seed + k). rng_seed: dropout noise.
+    evals: fold k's validation set as its own DeviceData (``--select_on corrupted``: the fold's validation
+    samples plus their corrupted copies, as the sequential loop's eval loader gives them); default: the rows
+    ``splits[k][1]`` of ``data``.
     loss_scaling: per-fold fp16 loss scaling (:class:`FoldScaler`); None = where fp16 autocast runs
     (``--amp`` on a GPU without bf16), as the sequential loop's GradScaler.
     Raises ParallelUnsupported before any training when the model or the options cannot be stacked.
@@ -425,7 +442,13 @@ def train_folds(build_model: Callable[[], nn.Module], data: DeviceData,
     fp = FoldParallel(build_model, seeds, opts, device, compile=compile)
     dev = data.device
     train_idx = [torch.as_tensor(np.ascontiguousarray(tr), dtype=torch.long) for tr, _ in splits]
-    eval_idx = [torch.as_tensor(np.ascontiguousarray(ev), dtype=torch.long).to(dev) for _, ev in splits]
+    if evals is not None:
+        if len(evals) != k_folds:
+            raise ValueError(f"{len(evals)} validation sets for {k_folds} folds")
+        eval_data, eval_idx = DeviceData.concat(evals)
+    else:
+        eval_data = data
+        eval_idx = [torch.as_tensor(np.ascontiguousarray(ev), dtype=torch.long).to(dev) for _, ev in splits]
     e_max = max(len(e) for e in eval_idx)
     eval_pad = torch.stack([torch.cat([e, e[:1].expand(e_max - len(e))]) for e in eval_idx])       # [K, E]
     fp.probe(data, torch.stack([t[:2] for t in train_idx]).to(dev))
@@ -485,13 +508,14 @@ def train_folds(build_model: Callable[[], nn.Module], data: DeviceData,
                 counted.append([j == k for j in range(k_folds)])
         loss_matrix = torch.stack(losses).float().cpu().numpy() if losses else np.zeros((0, k_folds))   # one sync per epoch
         mask = np.asarray(counted, dtype=bool).reshape(loss_matrix.shape)
-        emo_logits, val_preds = fp.predict(data, eval_pad[rows_t], rows=sub)
+        emo_logits, val_preds = fp.predict(eval_data, eval_pad[rows_t], rows=sub)
         for j, k in enumerate(rows):
             fold_losses = loss_matrix[mask[:, k], k]
             if not np.all(np.isfinite(fold_losses)):
                 raise FloatingPointError(f"fold {k + 1}: loss became {fold_losses[~np.isfinite(fold_losses)][0]} "
                                          f"in epoch {epoch + 1}; lower --lr or raise --grad_clip")
-            res = fold_results(emo_logits[j], val_preds[j], data, eval_idx[k], k, opts, calculate_results, fp.cls_loss)
+            res = fold_results(emo_logits[j], val_preds[j], eval_data, eval_idx[k], k, opts, calculate_results,
+                               fp.cls_loss)
             metric = metric_value(res, opts.metric_name)
             history[k].append({"epoch": epoch + 1, "train_loss": float(fold_losses.mean()) if len(fold_losses) else float("nan"),
                                "eval_loss": res["loss"], "eval_metric": metric, "lr": lr})
