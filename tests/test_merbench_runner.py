@@ -98,13 +98,20 @@ def test_main_robust_parallel_seeds_equal_separate_runs(installed_tree, tiny_dat
 
 
 def test_main_robust_parallel_seeds_fallback_says_so(installed_tree, tiny_data, tmp_path):
-    """--select_on corrupted trains in the sequential loop: the seeds run one after another, with a note."""
+    """--no_fold_parallel: the seeds run one after another, with a note; --select_on corrupted stacks them
+    (each fold validates on its clean + corrupted copy as device rows)."""
     proc = main_robust(installed_tree, tiny_data, "--model", "attention_robust_v2", *UTT_FEATURES, "--hidden_dim",
-                       "16", "--epochs", "1", "--select_on", "corrupted", "--seeds", "0,1", "--parallel_seeds",
+                       "16", "--epochs", "1", "--no_fold_parallel", "--seeds", "0,1", "--parallel_seeds",
                        "--save_root", str(tmp_path / "s{seed}" / "saved"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "training seeds 0,1 one after another, not as one stacked model (--select_on corrupted" in proc.stdout
+    assert "training seeds 0,1 one after another, not as one stacked model (--no_fold_parallel" in proc.stdout
     assert [merbench_summary(tmp_path / f"s{seed}" / "saved")["seed"] for seed in (0, 1)] == [0, 1]
+    proc = main_robust(installed_tree, tiny_data, "--model", "attention_robust_v2", *UTT_FEATURES, "--hidden_dim",
+                       "16", "--epochs", "1", "--select_on", "corrupted", "--seeds", "0,1", "--parallel_seeds",
+                       "--save_root", str(tmp_path / "c{seed}" / "saved"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "parallel seeds: seeds 0,1 of attention_robust_v2 trained at once" in proc.stdout
+    assert merbench_summary(tmp_path / "c1" / "saved")["seed"] == 1
 
 
 def test_main_robust_help_and_outside_merbench(installed_tree, tmp_path):

@@ -174,6 +174,15 @@ def test_runner_parallel_and_sequential_agree(tiny_data, tmp_path):
     assert abs(scores[True] - scores[False]) < 0.25
 
 
+def test_runner_selects_on_corrupted_validation_fold_parallel(tiny_data, tmp_path, capsys):
+    assert cli(["train", str(tiny_data), "--model", "attention_robust_v2", "--epochs", "2", "--folds", "2",
+                "--select_on", "corrupted", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "fold-parallel: the 2 folds of attention_robust_v2 trained at once" in out and "one after another" not in out
+    summary = json.load(open(glob.glob(str(tmp_path / "summary_attention_robust_v2_*.json"))[0]))
+    assert summary["protocol"]["select_on"] == "corrupted"
+
+
 def test_fold_scaler_skips_and_backs_off_only_the_overflowing_fold():
     scaler = parallel.FoldScaler(3, CPU, True, init_scale=8.0, growth_interval=2)
     true_grad = torch.randn(3, 10)

@@ -98,8 +98,9 @@ def train_parallel(args, build, train_loaders, eval_loaders, test_loaders, opts,
         splits = [(fold_indices(tr, dataset), fold_indices(ev, dataset)) for tr, ev in zip(train_loaders, eval_loaders)]
         data = parallel.DeviceData.from_dataset(dataset, device)
         tests = [parallel.DeviceData.from_dataset(t.dataset, device) for t in test_loaders]
-        folds = parallel.train_folds(build, data, splits, tests, opts, device, calc,
-                                    seeds=[args.seed + k for k in range(len(splits))],
+        seeds = [args.seed + k for k in range(len(splits))]
+        folds = parallel.train_folds(build, data, splits, tests, opts, device, calc, seeds=seeds,
+                                    evals=parallel.validation_sets(eval_loaders, args.select_on, seeds, device),
                                     batch_size=train_loaders[0].batch_size, keep_state=args.savemodel or args.robust_eval,
                                     compile=args.compile, desc=f"{args.model} {len(splits)} folds")
         parallel.announce(args.model, len(splits))
@@ -197,7 +198,7 @@ def prepare_run(args, features, seed: int, get_dataloaders, config) -> Run:
 def train_run(run: Run, get_models, device):
     """The K folds of one run: fold-parallel where possible, else one after another."""
     args, folds = run.args, []
-    if args.fold_parallel and args.select_on == "clean":   # corrupted selection: the sequential loop
+    if args.fold_parallel:
         folds = train_parallel(args, lambda: get_models(args), run.train_loaders, run.eval_loaders,
                                None if run.fold_tests else run.test_loaders, run.opts, device, run.calc) or []
     for k in range(0 if folds else len(run.train_loaders)):
@@ -222,8 +223,6 @@ def train_seeds(runs: List[Run], get_models, device):
     try:
         if not first.fold_parallel:
             raise parallel.ParallelUnsupported("--no_fold_parallel")
-        if first.select_on != "clean":
-            raise parallel.ParallelUnsupported(f"--select_on {first.select_on} trains in the sequential loop")
         if any(r.fold_tests for r in runs):
             raise parallel.ParallelUnsupported("per-fold test sets (fold_test_loaders)")
         same = lambda a: {k: v for k, v in vars(a).items() if k not in SEED_KEYS}  # noqa: E731
@@ -237,10 +236,13 @@ def train_seeds(runs: List[Run], get_models, device):
         splits = [(fold_indices(tr, tr.dataset), fold_indices(ev, ev.dataset))
                   for r in runs for tr, ev in zip(r.train_loaders, r.eval_loaders)]
         k_folds = [len(r.train_loaders) for r in runs]
+        fold_seeds = [s + k for s, n in zip(seeds, k_folds) for k in range(n)]
         folds = parallel.train_folds(
             lambda: get_models(first), parallel.DeviceData.from_dataset(dataset, device), splits,
             [parallel.DeviceData.from_dataset(t.dataset, device) for t in runs[0].test_loaders], runs[0].opts, device,
-            runs[0].calc, seeds=[s + k for s, n in zip(seeds, k_folds) for k in range(n)], rng_seed=seeds[0],
+            runs[0].calc, seeds=fold_seeds, rng_seed=seeds[0],
+            evals=parallel.validation_sets([ev for r in runs for ev in r.eval_loaders], first.select_on, fold_seeds,
+                                           device),
             batch_size=runs[0].train_loaders[0].batch_size, keep_state=first.savemodel or first.robust_eval,
             compile=first.compile, desc=f"{first.model} {len(seeds)} seeds x {k_folds[0]} folds")
     except parallel.ParallelUnsupported as exc:

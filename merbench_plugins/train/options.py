@@ -115,7 +115,7 @@ def per_seed(path: str, seed: int) -> str:
 
 
 PROTOCOL_FLAGS = ("protocol", "epochs", "batch_size", "l2", "scheduler", "early_stop", "emo_weight", "val_weight",
-                  "amp", "optimizer", "average", "folds")
+                  "amp", "optimizer", "average", "folds", "select_on")
 
 
 def protocol(args: argparse.Namespace) -> dict:

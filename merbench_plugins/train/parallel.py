@@ -117,6 +117,20 @@ class DeviceData:
             yield batch, emos, vals, [self.names[i] for i in idx.tolist()]
 
 
+def validation_sets(loaders, select_on: str, seeds: Sequence[int], device) -> Optional[List[DeviceData]]:
+    """Fold k's validation set for ``select_on`` as device rows (``train_folds(evals=...)``): the batches of
+    ``selection.eval_loader(loaders[k], select_on, seeds[k])``, clean then corrupted, as the sequential loop
+    sees them; None for ``clean`` (the folds' rows of the training data are their validation sets)."""
+    from . import selection
+    if select_on == "clean":
+        return None
+    try:
+        return [DeviceData.from_batches(selection.eval_loader(loader, select_on, seed), device)
+                for loader, seed in zip(loaders, seeds)]
+    except RuntimeError as exc:   # batches of different frame lengths cannot be stacked
+        raise ParallelUnsupported(f"--select_on {select_on}: validation batches do not stack ({exc})") from None
+
+
 class StackedParams:
     """K models' parameters in one flat [K, P] tensor with a flat gradient [K, P] beside it.
 

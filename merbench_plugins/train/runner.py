@@ -106,16 +106,24 @@ def load_data(args):
 def train_parallel(args, model_name, build, train, tests, splits, opts, device, keep):
     """All folds at once (parallel.train_folds) on device-resident data; None, with a note, where unsupported."""
     try:
+        seeds = [args.seed + k for k in range(len(splits))]
         folds = parallel.train_folds(build, parallel.DeviceData.from_split(train, device), splits,
                                     [parallel.DeviceData.from_split(t, device) for t in tests], opts, device,
-                                    mer_results, seeds=[args.seed + k for k in range(len(splits))],
-                                    batch_size=args.batch_size, keep_state=keep, compile=args.compile,
-                                    desc=f"{model_name} {len(splits)} folds")
+                                    mer_results, seeds=seeds, batch_size=args.batch_size, keep_state=keep,
+                                    compile=args.compile, desc=f"{model_name} {len(splits)} folds",
+                                    evals=validation_sets(args, train, splits, seeds, device))
         parallel.announce(model_name, len(splits), quiet=args.quiet)
         return folds
     except parallel.ParallelUnsupported as exc:
         parallel.announce(model_name, len(splits), exc)
         return None
+
+
+def validation_sets(args, train, splits, seeds, device):
+    """The folds' ``--select_on`` validation sets as device rows (None for clean), built from the same
+    loaders the sequential loop validates on."""
+    return parallel.validation_sets([SplitLoader(train.subset(ev), args.batch_size) for _, ev in splits],
+                                    args.select_on, seeds, device)
 
 
 def train_seeds(runs, model_name, ds, train, tests, device):
@@ -127,8 +135,6 @@ def train_seeds(runs, model_name, ds, train, tests, device):
     try:
         if not args.fold_parallel:
             raise parallel.ParallelUnsupported("--no_fold_parallel")
-        if args.select_on != "clean":
-            raise parallel.ParallelUnsupported(f"--select_on {args.select_on} trains in the sequential loop")
         setups = [model_setup(r, model_name, ds, train) for r in runs]
         margs, opts = setups[0]
         same = lambda m: {k: v for k, v in vars(m).items() if k not in ("seed", "out")}  # noqa: E731
@@ -137,10 +143,11 @@ def train_seeds(runs, model_name, ds, train, tests, device):
                                                "needs one architecture")
         k_folds = args.folds
         splits = [sp for s in seeds for sp in fold_indices(len(train), k_folds, s)]
+        fold_seeds = [s + k for s in seeds for k in range(k_folds)]
         folds = parallel.train_folds(lambda: registry.create_model(model_name, margs),
                                      parallel.DeviceData.from_split(train, device), splits,
                                      [parallel.DeviceData.from_split(t, device) for t in tests], opts, device,
-                                     mer_results, seeds=[s + k for s in seeds for k in range(k_folds)],
+                                     mer_results, seeds=fold_seeds, evals=validation_sets(args, train, splits, fold_seeds, device),
                                      rng_seed=seeds[0], batch_size=args.batch_size,
                                      keep_state=args.savemodel or args.robust_eval, compile=args.compile,
                                      desc=f"{model_name} {len(seeds)} seeds x {k_folds} folds")
@@ -174,9 +181,7 @@ def train_model(args, model_name, ds, train, tests, device, stamp, folds=None):
     splits = fold_indices(len(train), args.folds, args.seed)
     build = lambda: registry.create_model(model_name, margs)  # noqa: E731
     keep = args.savemodel or args.robust_eval
-    # corrupted-validation selection needs the sequential loop (its eval batches are built per fold)
-    parallel_ok = args.fold_parallel and args.select_on == "clean" and folds is None
-    if parallel_ok:
+    if args.fold_parallel and folds is None:
         folds = train_parallel(args, model_name, build, train, tests, splits, opts, device, keep)
     for k, (tr_idx, ev_idx) in enumerate(splits if folds is None else []):
         engine.seed_everything(args.seed + k)
