@@ -299,3 +299,19 @@ def test_frame_encoder_ignores_front_padding(seq_encoder):
     if seq_encoder == "lstm":  # it still reads the valid frames in their order (not an order-free pooling)
         with torch.no_grad():
             assert not torch.allclose(enc(x.flip(1))[0], enc(x)[0], atol=1e-4)
+
+
+def test_tied_decoder_shares_the_encoder_projections_and_loads_old_checkpoints():
+    """The decoder reuses the encoder's input projections without registering them a second time (one
+    name per tensor), copies keep the tie, and checkpoints holding the old duplicate keys still load."""
+    import copy
+    model = create_model("attention_robust_v2", model_args())
+    assert not [k for k in model.state_dict() if "encoder_inputs" in k]
+    clone = copy.deepcopy(model)
+    assert clone.decoders.encoder_inputs is clone.encoder.inputs
+    old = dict(model.state_dict())
+    old.update({f"decoders.encoder_inputs.{m}.proj.{p}": old[f"encoder.inputs.{m}.proj.{p}"]
+                for m in range(3) for p in ("weight", "bias")})
+    fresh = create_model("attention_robust_v2", model_args())
+    fresh.load_state_dict(old)                                    # strict: no unexpected keys left
+    assert torch.equal(fresh.encoder.inputs[0].proj.weight, model.encoder.inputs[0].proj.weight)

@@ -11,8 +11,8 @@ from ..modules.encoders import MultimodalDecoder, MultimodalVariationalEncoder
 from ..modules.fusion import ProxyAttention, UncertaintyWeightedFusion
 from ..modules.grouped import GroupedLinear
 from ..modules.losses import kl_to_prior, masked_average, pairwise_kl
-from ..modules.masking import (MODALITIES, ModalityDropout, any_or_all, corrupt_inputs, masked_fill_zero,
-                               presence_mask)
+from ..modules.masking import (MODALITIES, ModalityDropout, any_or_all, corrupt_inputs, is_batched,
+                               masked_fill_zero, presence_mask)
 from ..registry import register_model
 
 FRAME_TYPES = ("frm_align", "frm_unalign")
@@ -67,9 +67,16 @@ class AttentionRobustV2(nn.Module):
         corrupted = torch.zeros_like(present)
         if self.training and self.cfg.corrupt_aug > 0:                                     # training only
             inputs, corrupted = corrupt_inputs(inputs, present, self.cfg.corrupt_aug, self.cfg.corrupt_strength)
-        self.last_corrupted = corrupted
+        self.keep_for_inspection(last_corrupted=corrupted)
         z, mu, logvar = self.encoder(inputs)
-        return inputs, present, z, mu, logvar                                              # z, mu, logvar: [B, 3, H]
+        return inputs, present, corrupted, z, mu, logvar                                   # z, mu, logvar: [B, 3, H]
+
+    def keep_for_inspection(self, **tensors):
+        """``last_*`` attributes for tests and analysis; skipped under vmap / torch.compile, where a tensor
+        kept on the module would outlive the transform it belongs to."""
+        for name, t in tensors.items():
+            if not is_batched(t):
+                setattr(self, name, t.detach())
 
     def reliability_logits(self, mu):
         """[B, 3, H] -> [B, 3] logit that each modality's input is corrupted (None without the head)."""
@@ -79,7 +86,7 @@ class AttentionRobustV2(nn.Module):
         return self.fusion(z, logvar, mask, bias=bias)
 
     def forward(self, batch):
-        inputs, present, z, mu, logvar = self.encode(batch)
+        inputs, present, corrupted, z, mu, logvar = self.encode(batch)
         # what is dropped is exactly what is fused (the seed fused mu and dropped z: SPEC 6)
         fuse_mask = any_or_all(self.modality_dropout(present))
         corrupt_logit = self.reliability_logits(mu)                                        # [B, 3] or None
@@ -87,12 +94,12 @@ class AttentionRobustV2(nn.Module):
         bias = None if corrupt_logit is None else nn.functional.logsigmoid(-corrupt_logit)
         proxy, weights = self.fuse(z, mu, logvar, fuse_mask, bias)                         # [B, H], [B, 3]
         features = self.proxy_attention(proxy, z, fuse_mask) if self.proxy_attention is not None else proxy
-        self.last_fusion_weights = weights.detach()
+        self.keep_for_inspection(last_fusion_weights=weights)
         if self.training:
             interloss = self.auxiliary_loss(inputs, present, z, mu, logvar)
             if corrupt_logit is not None:
                 bce = nn.functional.binary_cross_entropy_with_logits(
-                    corrupt_logit, self.last_corrupted.to(corrupt_logit.dtype), reduction="none")
+                    corrupt_logit, corrupted.to(corrupt_logit.dtype), reduction="none")
                 interloss = interloss + self.cfg.reliability_weight * masked_average(bce, present)
         else:
             interloss = torch.zeros((), device=features.device)

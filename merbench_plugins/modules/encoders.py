@@ -125,11 +125,25 @@ class MultimodalDecoder(nn.Module):
         super().__init__()
         self.hidden = GroupedLinear(len(dims), hidden_dim, hidden_dim, group_dim=1)
         tied = tied_to is not None and all(hasattr(p, "proj") for p in tied_to.inputs)
-        self.encoder_inputs = tied_to.inputs if tied else None
+        # a plain (unregistered) reference: the encoder owns the projections; registering them here too gave
+        # every tied tensor a second name, which torch.compile cannot trace under vmap (fold-parallel)
+        self._tied = [tied_to.inputs] if tied else None
         if tied:
             self.output_bias = nn.ParameterList(nn.Parameter(torch.zeros(d)) for d in dims)
         else:
             self.outputs = nn.ModuleList(nn.Linear(hidden_dim, d) for d in dims)
+        self._register_load_state_dict_pre_hook(self._drop_tied_copies)
+
+    @staticmethod
+    def _drop_tied_copies(state_dict, prefix, *args):
+        """Checkpoints from before the reference was unregistered hold the encoder's projections a second
+        time, under ``decoders.encoder_inputs.*``; they are the same tensors, so they are dropped."""
+        for key in [k for k in state_dict if k.startswith(prefix + "encoder_inputs.")]:
+            del state_dict[key]
+
+    @property
+    def encoder_inputs(self):
+        return None if self._tied is None else self._tied[0]
 
     def reconstruct(self, h, m):
         if self.encoder_inputs is None:

@@ -127,20 +127,25 @@ class ModalityDropout(nn.Module):
         return torch.where(lost_all.unsqueeze(1), rescue, keep)
 
 
-def any_true(mask: torch.Tensor) -> bool:
-    """``mask.any()`` as a Python bool, to skip work; True inside torch.func.vmap (fold-parallel training),
-    where a batched tensor has no single truth value."""
+def is_batched(t: torch.Tensor) -> bool:
+    """True inside torch.func.vmap (fold-parallel training) or while torch.compile traces: the tensor then
+    has no single value to branch on, and must not be kept on a module after the call."""
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and getattr(compiler, "is_compiling", lambda: False)():
+        return True
     try:
-        if torch._C._functorch.is_batchedtensor(mask):
-            return True
+        return bool(torch._C._functorch.is_batchedtensor(t))
     except AttributeError:  # torch < 2.0: functorch's own check
         try:
             import functorch
-            if functorch._C.is_batchedtensor(mask):
-                return True
+            return bool(functorch._C.is_batchedtensor(t))
         except (ImportError, AttributeError):
-            pass
-    return bool(mask.any())
+            return False
+
+
+def any_true(mask: torch.Tensor) -> bool:
+    """``mask.any()`` as a Python bool, to skip work; True where the mask :func:`is_batched`."""
+    return True if is_batched(mask) else bool(mask.any())
 
 
 CORRUPTION_KINDS = ("noise", "dropdims", "gain", "swap")

@@ -50,18 +50,41 @@ def announce(model: str, n_folds: int, reason=None, *, quiet: bool = False):
 
 
 def functional_api():
-    """(vmap, functional_call) from torch.func (torch >= 2.0) or functorch (torch 1.12/1.13), else None."""
+    """(vmap, call) from torch.func (torch >= 2.0) or functorch (torch 1.12/1.13), else None.
+    ``call(module, tensors, args)`` runs ``module`` with every name in ``tensors`` (tied names included, see
+    :func:`tied_aliases`) swapped in, without functional_call's own tie handling: under torch.compile that
+    machinery reads the storage of vmap's batched tensors and fails."""
     try:
         from torch.func import functional_call, vmap
-        return vmap, functional_call
     except ImportError:
-        pass
-    try:
-        from functorch import vmap
-        from torch.nn.utils.stateless import functional_call
-        return vmap, lambda module, params, args: functional_call(module, {**params[0], **params[1]}, args)
-    except ImportError:
-        return None
+        try:
+            from functorch import vmap
+            from torch.nn.utils.stateless import functional_call
+        except ImportError:
+            return None
+    import inspect
+    kw = {"tie_weights": False} if "tie_weights" in inspect.signature(functional_call).parameters else {}
+    return vmap, lambda module, tensors, args: functional_call(module, tensors, args, **kw)
+
+
+def tied_aliases(module: nn.Module) -> Dict[str, str]:
+    """Every further name of a parameter / buffer registered under several names -> its first name (the one
+    ``named_parameters()`` / ``named_buffers()`` report), e.g. a decoder tied to its encoder's projections."""
+    first, aliases = {}, {}
+
+    def walk(mod, prefix):
+        for name, t in list(mod._parameters.items()) + list(mod._buffers.items()):
+            if t is None:
+                continue
+            if id(t) in first:
+                aliases[prefix + name] = first[id(t)]
+            else:
+                first[id(t)] = prefix + name
+        for name, child in mod._modules.items():
+            if child is not None:
+                walk(child, prefix + name + ".")
+    walk(module, "")
+    return aliases
 
 
 class DeviceData:
@@ -330,6 +353,7 @@ class FoldParallel:
             models.append(build_model())
         self.outer = copy.deepcopy(models[0]).to(device)     # MERBench's wrapper (state_dict keys), or the model
         self.template = engine.inner_model(self.outer)
+        self.aliases = tied_aliases(self.template)
         self.params = StackedParams([engine.inner_model(m) for m in models], device)
         cls_loss = self.template.classification_loss() if hasattr(self.template, "classification_loss") else None
         self.cls_loss = cls_loss.to(device) if hasattr(cls_loss, "to") else cls_loss
@@ -342,8 +366,10 @@ class FoldParallel:
             self.train_fn = compiled(self.train_fn)
 
     def _forward(self, params, fixed, batch):
+        tensors = dict(params, **fixed)
+        tensors.update({alias: tensors[name] for alias, name in self.aliases.items()})
         with engine.autocast(self.device, self.opts.amp):
-            return self.functional_call(self.template, (params, fixed), (batch,))
+            return self.functional_call(self.template, tensors, (batch,))
 
     def _fold_loss(self, params, fixed, batch, emos, vals):
         return engine.batch_loss(self._forward(params, fixed, batch), emos, vals, self.opts, self.cls_loss)
