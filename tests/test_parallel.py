@@ -230,3 +230,22 @@ def test_corrupted_selection_follows_the_sequential_loop(train_split):
         assert [h["eval_metric"] for h in par[k].history] == pytest.approx([h["eval_metric"] for h in seq.history], abs=1e-4)
         assert par[k].eval_results["names"] == seq.eval_results["names"]
         assert par[k].best_epoch == seq.best_epoch
+
+
+def test_compiled_step_sees_one_shape_only(train_split, monkeypatch):
+    """--compile: the compiled step gets the full stack at the run's batch size every time (folds that stopped
+    stay in the stack, unstepped); the probe, short last batches and single-fold steps run eagerly."""
+    shapes = []
+
+    def fake_compiled(fn):
+        def call(params, fixed, batch, emos, vals):
+            shapes.append((next(iter(params.values())).shape[0], emos.shape))
+            return fn(params, fixed, batch, emos, vals)
+        return call
+    monkeypatch.setattr(parallel, "compiled", fake_compiled)
+    splits = fold_indices(len(train_split), 3, 0)
+    splits = [(tr[:-3], ev) if k == 1 else (tr, ev) for k, (tr, ev) in enumerate(splits)]   # short last batches
+    o = opts(epochs=8, early_stop=1, lr=2e-2)
+    res = run_parallel(train_split, splits, [0, 1, 2], o, compile=True)
+    assert len({len(r.history) for r in res}) > 1                      # folds stopped at different epochs
+    assert shapes and set(shapes) == {(3, torch.Size([3, 8]))}

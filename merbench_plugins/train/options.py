@@ -59,7 +59,9 @@ def add_training_flags(parser: argparse.ArgumentParser, *, merbench: bool = Fals
     g.add_argument("--no_fold_parallel", dest="fold_parallel", action="store_false",
                    help="train the folds one after another (default: all folds at once as one stacked model, for "
                         "models that allow it; others fall back to the sequential loop with a note)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the fold-parallel training step (eager if it fails)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the fold-parallel training step (eager if it fails; the first compilation "
+                        "takes about a minute on a small CPU, later runs read it from torch's cache in seconds)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--savemodel", action="store_true", help="save the best checkpoint of every fold")
     return add_robust_flags(parser)

@@ -362,8 +362,9 @@ class FoldParallel:
         self.train_fn = self.vmap(self._fold_loss, randomness="different")
         self.eval_fn = self.vmap(self._fold_outputs, randomness="different")
         self.test_fn = self.vmap(self._fold_outputs, in_dims=(0, 0, None), randomness="different")
-        if compile:
-            self.train_fn = compiled(self.train_fn)
+        # compiled: the full-stack step at the run's batch size only (one shape, one compilation); the probe,
+        # the epoch's short last batches and single-fold steps run eagerly instead of recompiling
+        self.compiled_step = compiled(self.train_fn) if compile else None
 
     def _forward(self, params, fixed, batch):
         tensors = dict(params, **fixed)
@@ -382,17 +383,18 @@ class FoldParallel:
         """One forward/backward on two samples per fold: a model vmap cannot run fails here, before training."""
         self.template.train()
         try:
-            self.train_step(*data.take(index[:, :2]))
+            self.train_step(*data.take(index[:, :2]), eager=True)
         except Exception as exc:  # noqa: BLE001 - any failure means: train sequentially, and say why
             raise ParallelUnsupported(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
         finally:
             self.params.grad.zero_()
 
     def train_step(self, batch, emos, vals, rows: Optional[List[int]] = None,
-                   scaler: Optional[FoldScaler] = None) -> torch.Tensor:
+                   scaler: Optional[FoldScaler] = None, eager: bool = False) -> torch.Tensor:
         """Losses [len(rows)] of one step; gradients (scaled by ``scaler``'s per-fold scales, if given)
-        accumulate into the flat gradient's rows."""
-        losses = self.train_fn(self.params.trainable(rows), self.params.fixed_rows(rows), batch, emos, vals)
+        accumulate into the flat gradient's rows. Full-stack steps use the compiled step where there is one."""
+        fn = self.compiled_step if self.compiled_step is not None and rows is None and not eager else self.train_fn
+        losses = fn(self.params.trainable(rows), self.params.fixed_rows(rows), batch, emos, vals)
         scaled = losses if scaler is None else scaler.scale(losses, rows)
         with warnings.catch_warnings():  # the gradients are row-strided views of one buffer on purpose
             warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout")
@@ -426,7 +428,7 @@ def compiled(fn):
     if not hasattr(torch, "compile"):
         print("note: --compile needs torch >= 2.0; running eagerly")
         return fn
-    state = {"fn": torch.compile(fn)}
+    state = {"fn": torch.compile(fn, dynamic=False)}   # one shape: the full stack at the run's batch size
 
     def call(*args):
         try:
@@ -526,15 +528,18 @@ def train_folds(build_model: Callable[[], nn.Module], data: DeviceData,
         index = torch.stack(index).to(dev) if steps else None
         losses, counted = [], []
         torch.manual_seed(epoch_seed(rng_seed, epoch))
-        # stopped folds leave the stack (their checkpoint is kept); the rest run on
+        # stopped folds leave the stack (their checkpoint is kept); the rest run on. Compiled, the stack keeps
+        # its shape (a stopped fold computes and is never stepped), so the step is compiled once
         rows = [k for k in range(k_folds) if running[k]]
         sub = None if len(rows) == k_folds else rows
+        train_sub = None if compile else sub
         rows_t = torch.tensor(rows, device=dev)
         for s in range(steps):
             active = [k for k in rows if s < full[k]]
             fp.params.grad.zero_()
-            loss = fp.train_step(*data.take(index[s] if sub is None else index[s][rows_t]), rows=sub, scaler=scaler)
-            losses.append(loss if sub is None else torch.zeros(k_folds, device=dev).index_copy_(0, rows_t, loss))
+            loss = fp.train_step(*data.take(index[s] if train_sub is None else index[s][rows_t]), rows=train_sub,
+                                 scaler=scaler)
+            losses.append(loss if train_sub is None else torch.zeros(k_folds, device=dev).index_copy_(0, rows_t, loss))
             counted.append([s < f for f in full])
             update(active)
         for k, (o, f) in enumerate(zip(orders, full)):   # the epoch's short last batch of each fold
