@@ -249,3 +249,11 @@ def test_compiled_step_sees_one_shape_only(train_split, monkeypatch):
     res = run_parallel(train_split, splits, [0, 1, 2], o, compile=True)
     assert len({len(r.history) for r in res}) > 1                      # folds stopped at different epochs
     assert shapes and set(shapes) == {(3, torch.Size([3, 8]))}
+
+
+def test_compile_needs_the_inductor_opt_in(monkeypatch, capsys):
+    """Inductor trained V2/V4 wrongly under vmap in our checks: --compile alone keeps the eager step, says so."""
+    monkeypatch.delenv(parallel.INDUCTOR_OPT_IN, raising=False)
+    step = lambda *a: a  # noqa: E731
+    assert parallel.compiled(step) is step
+    assert "--compile is off for the fold-parallel step" in capsys.readouterr().out
