@@ -52,7 +52,8 @@ $PY -c "from merbench_plugins.data.synthetic import generate; generate('$DATA', 
 START=$(date +%s)
 
 # 1. V2 whole run: sequential (timed on $SEQ_EPOCHS epochs, scaled) vs fold-parallel vs --compile, 5 folds x $EPOCHS epochs
-stage whole_run_v2 150 $PY benchmarks/whole_run.py "$DATA" --device "$DEVICE" --models attention_robust_v2 \
+#    (inductor is opt-in: it trained V2 wrongly on CPU; the table's test metric per configuration shows whether it does here)
+MERBENCH_PLUGINS_INDUCTOR=1 stage whole_run_v2 150 $PY benchmarks/whole_run.py "$DATA" --device "$DEVICE" --models attention_robust_v2 \
   --epochs $EPOCHS --seq_epochs $SEQ_EPOCHS --compile --out "$OUT/whole_run_v2.md"
 # 2. --amp run of the standalone runner: must print no FutureWarning (torch.amp.autocast, bf16 where supported)
 stage amp 60 $PY -W always::FutureWarning -m merbench_plugins train "$DATA" --model attention_robust_v2 --amp \
