@@ -50,41 +50,18 @@ def announce(model: str, n_folds: int, reason=None, *, quiet: bool = False):
 
 
 def functional_api():
-    """(vmap, call) from torch.func (torch >= 2.0) or functorch (torch 1.12/1.13), else None.
-    ``call(module, tensors, args)`` runs ``module`` with every name in ``tensors`` (tied names included, see
-    :func:`tied_aliases`) swapped in, without functional_call's own tie handling: under torch.compile that
-    machinery reads the storage of vmap's batched tensors and fails."""
+    """(vmap, functional_call) from torch.func (torch >= 2.0) or functorch (torch 1.12/1.13), else None."""
     try:
         from torch.func import functional_call, vmap
+        return vmap, functional_call
     except ImportError:
-        try:
-            from functorch import vmap
-            from torch.nn.utils.stateless import functional_call
-        except ImportError:
-            return None
-    import inspect
-    kw = {"tie_weights": False} if "tie_weights" in inspect.signature(functional_call).parameters else {}
-    return vmap, lambda module, tensors, args: functional_call(module, tensors, args, **kw)
-
-
-def tied_aliases(module: nn.Module) -> Dict[str, str]:
-    """Every further name of a parameter / buffer registered under several names -> its first name (the one
-    ``named_parameters()`` / ``named_buffers()`` report), e.g. a decoder tied to its encoder's projections."""
-    first, aliases = {}, {}
-
-    def walk(mod, prefix):
-        for name, t in list(mod._parameters.items()) + list(mod._buffers.items()):
-            if t is None:
-                continue
-            if id(t) in first:
-                aliases[prefix + name] = first[id(t)]
-            else:
-                first[id(t)] = prefix + name
-        for name, child in mod._modules.items():
-            if child is not None:
-                walk(child, prefix + name + ".")
-    walk(module, "")
-    return aliases
+        pass
+    try:
+        from functorch import vmap
+        from torch.nn.utils.stateless import functional_call
+        return vmap, lambda module, params, args: functional_call(module, {**params[0], **params[1]}, args)
+    except ImportError:
+        return None
 
 
 class DeviceData:
@@ -165,8 +142,6 @@ class StackedParams:
     Frozen parameters and buffers are stacked in ``fixed`` (no gradient).
     """
 
-    transpose_linear = True        # class switch, for A/B timing (benchmarks)
-
     def __init__(self, models: List[nn.Module], device):
         named = [dict(m.named_parameters()) for m in models]
         first = named[0]
@@ -175,7 +150,7 @@ class StackedParams:
         self.names = [n for n, p in first.items() if p.requires_grad]
         self.shapes = [first[n].shape for n in self.names]
         self.sizes = [first[n].numel() for n in self.names]
-        self.transposed = [self.transpose_linear and n in linear_weights and first[n].dim() == 2 for n in self.names]
+        self.transposed = [n in linear_weights and first[n].dim() == 2 for n in self.names]
         stored = lambda p, t: (p.detach().t() if t else p.detach()).reshape(-1)  # noqa: E731
         rows = [torch.cat([stored(params[n], t) for n, t in zip(self.names, self.transposed)]) for params in named]
         self.data = torch.stack(rows).to(device)                                            # [K, P]
@@ -353,7 +328,6 @@ class FoldParallel:
             models.append(build_model())
         self.outer = copy.deepcopy(models[0]).to(device)     # MERBench's wrapper (state_dict keys), or the model
         self.template = engine.inner_model(self.outer)
-        self.aliases = tied_aliases(self.template)
         self.params = StackedParams([engine.inner_model(m) for m in models], device)
         cls_loss = self.template.classification_loss() if hasattr(self.template, "classification_loss") else None
         self.cls_loss = cls_loss.to(device) if hasattr(cls_loss, "to") else cls_loss
@@ -367,10 +341,8 @@ class FoldParallel:
         self.compiled_step = compiled(self.train_fn) if compile else None
 
     def _forward(self, params, fixed, batch):
-        tensors = dict(params, **fixed)
-        tensors.update({alias: tensors[name] for alias, name in self.aliases.items()})
         with engine.autocast(self.device, self.opts.amp):
-            return self.functional_call(self.template, tensors, (batch,))
+            return self.functional_call(self.template, (params, fixed), (batch,))
 
     def _fold_loss(self, params, fixed, batch, emos, vals):
         return engine.batch_loss(self._forward(params, fixed, batch), emos, vals, self.opts, self.cls_loss)
@@ -434,8 +406,9 @@ def compiled(fn):
     whenever VAE noise and the corruption augmentation were in the same step; each alone, and the
     ``aot_eager`` / ``eager`` backends, matched eager training. Averaged over 30 draws on one batch, the
     compiled gradients of the encoder's weights were 12-70x smaller than eager's (input projections 0.015
-    vs 1.08, to_stats 0.16 vs 1.89) while the heads' matched: the gradient into the encoder is lost. Until that is understood, inductor runs only
-    on request (``MERBENCH_PLUGINS_INDUCTOR=1``, e.g. to measure it on a GPU: check the run's metrics).
+    vs 1.08, to_stats 0.16 vs 1.89) while the heads' matched: the gradient into the encoder is lost.
+    Until that is understood, inductor runs only on request (``MERBENCH_PLUGINS_INDUCTOR=1``, e.g. to
+    measure it on a GPU: check the run's metrics).
     """
     import os
     if not hasattr(torch, "compile"):
