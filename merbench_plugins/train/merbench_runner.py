@@ -332,12 +332,10 @@ def finish_run(run: Run, folds, get_models, device):
 def main(argv=None):
     args = options.apply_protocol(build_parser().parse_args(argv))
     features = prepare_args(args)
-    seeds = options.seed_list(args)
-    if args.parallel_seeds and args.seeds is None:
-        raise SystemExit("error: --parallel_seeds needs --seeds, e.g. --seeds 0,1,2 --parallel_seeds")
-    if len(seeds) > 1 and "{seed}" not in args.save_root:
-        print(f"note: the {len(seeds)} seeds write into one folder ({args.save_root}); put {{seed}} in --save_root "
-              f"for one folder per seed", flush=True)
+    try:
+        seeds = options.run_seeds(args, "--save_root", args.save_root)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if not os.path.isdir("toolkit") or not os.path.isfile("config.py"):
         raise SystemExit("error: run main-robust.py from the MERBench root (the folder with toolkit/ and config.py)")
     sys.path.insert(0, os.getcwd())

@@ -112,6 +112,18 @@ def seed_list(args: argparse.Namespace) -> List[int]:
     return seeds
 
 
+def run_seeds(args: argparse.Namespace, out_flag: str, out: str) -> List[int]:
+    """The seeds of a run (:func:`seed_list`), checked against ``--parallel_seeds`` (ValueError without
+    ``--seeds``), with a note when several seeds share the output folder ``out`` (given as ``out_flag``)."""
+    seeds = seed_list(args)
+    if args.parallel_seeds and args.seeds is None:
+        raise ValueError("--parallel_seeds needs --seeds, e.g. --seeds 0,1,2 --parallel_seeds")
+    if len(seeds) > 1 and "{seed}" not in out:
+        print(f"note: the {len(seeds)} seeds write into one folder ({out}); put {{seed}} in {out_flag} for one "
+              f"folder per seed", flush=True)
+    return seeds
+
+
 def per_seed(path: str, seed: int) -> str:
     """An output folder for one seed: ``{seed}`` in it becomes the seed."""
     return path.replace("{seed}", str(seed)) if path else path

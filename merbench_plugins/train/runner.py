@@ -245,12 +245,10 @@ def robust_eval_digest(rows, test="test1") -> str:
 
 def seed_runs(args):
     """One copy of ``args`` per seed of ``--seeds`` (else ``--seed``): its seed and its output folder."""
-    seeds = options.seed_list(args)
-    if args.parallel_seeds and args.seeds is None:
-        raise DataError("--parallel_seeds needs --seeds, e.g. --seeds 0,1,2 --parallel_seeds")
-    if len(seeds) > 1 and "{seed}" not in args.out:
-        print(f"note: the {len(seeds)} seeds write into one folder ({args.out}); put {{seed}} in --out for one "
-              f"folder per seed", flush=True)
+    try:
+        seeds = options.run_seeds(args, "--out", args.out)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
     runs = []
     for s in seeds:
         r = copy.copy(args)
