@@ -9,7 +9,6 @@ predictions, fold averaging, result files); early stopping is off so both do the
         [--epochs 10] [--folds 5] [--threads 1] [--repeats 2] [--out parallel_seeds.md]
 """
 import argparse
-import copy
 import os
 import sys
 import tempfile
@@ -17,19 +16,15 @@ import time
 
 import torch
 
-from merbench_plugins.data.synthetic import generate
-from merbench_plugins.train import engine, report, runner
+from merbench_plugins.train import report, runner
+from whole_run import QUICK, setup   # benchmarks/ is on the path when a script here runs
 
 
 def timed_runs(base, model, seeds, stacked, ds, train, tests, device):
     """(wall seconds, process CPU seconds) for all seeds, and each seed's test-1 summary."""
-    args = runner.build_parser().parse_args(base + ["--model", model])
+    args = runner.build_parser().parse_args(base + ["--model", model, "--seeds", ",".join(map(str, seeds))])
     runner.default_features(args)
-    runs = []
-    for s in seeds:
-        r = copy.copy(args)
-        r.seed = s
-        runs.append(r)
+    runs = runner.seed_runs(args)
     t, c = time.perf_counter(), time.process_time()
     folds = runner.train_seeds(runs, model, ds, train, tests, device) if stacked else [None] * len(runs)
     out = [runner.train_model(r, model, ds, train, tests, device, report.timestamp(), folds=f)
@@ -51,15 +46,10 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny generated data (checks that the script works)")
     p.add_argument("--out", help="also write the table (markdown) here")
     a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    device = engine.resolve_device(a.device)
-    data_dir = a.data_dir
-    if data_dir is None:
-        data_dir = tempfile.mkdtemp(prefix="parallel_seeds_")
-        generate(data_dir, seed=0, frames=False, **(dict(n_train=120, n_test=40, dims=(16, 24, 8)) if a.quick else {}))
+    device, data_dir = setup(a.threads, a.device, a.data_dir, "parallel_seeds_", QUICK if a.quick else {})
     base = [data_dir, "--folds", str(a.folds), "--batch_size", str(a.batch_size), "--device", str(device),
             "--early_stop", "0", "--quiet", "--threads", str(a.threads), "--epochs", str(a.epochs),
-            "--out", tempfile.mkdtemp(prefix="parallel_seeds_out_")]
+            "--out", os.path.join(tempfile.mkdtemp(prefix="parallel_seeds_out_"), "seed{seed}")]
     args0 = runner.build_parser().parse_args(base)
     ds, train, tests = runner.load_data(args0)
     seeds = list(range(a.seeds))

@@ -24,6 +24,19 @@ from merbench_plugins.data.synthetic import generate
 from merbench_plugins.train import engine, parallel, report, runner
 
 MER2023 = dict(n_train=3373, n_test=412, dims=(1024, 5120, 768))
+QUICK = dict(n_train=120, n_test=40, dims=(16, 24, 8))
+
+
+def setup(threads: int, device: str, data_dir, prefix: str, size: dict, frames: bool = False):
+    """Torch threads, the device, and the data folder (``data_dir``, else a generated one of ``size``)."""
+    torch.set_num_threads(threads)
+    device = engine.resolve_device(device)
+    if data_dir is None:
+        data_dir = tempfile.mkdtemp(prefix=prefix)
+        t = time.time()
+        generate(data_dir, seed=0, frames=frames, **size)
+        print(f"generated {data_dir} ({size or 'demo size'}) in {time.time() - t:.0f}s", flush=True)
+    return device, data_dir
 
 
 def warm_up(device):
@@ -59,15 +72,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", help="also write the table (markdown) here")
     a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    device = engine.resolve_device(a.device)
-    data_dir = a.data_dir
-    if data_dir is None:
-        data_dir = tempfile.mkdtemp(prefix="whole_run_")
-        size = MER2023 if a.mer2023_size else dict(n_train=120, n_test=40, dims=(16, 24, 8)) if a.quick else {}
-        t = time.time()
-        generate(data_dir, seed=0, frames=a.feat_type != "utt", **size)
-        print(f"generated {data_dir} ({size or 'demo size'}) in {time.time() - t:.0f}s", flush=True)
+    size = MER2023 if a.mer2023_size else QUICK if a.quick else {}
+    device, data_dir = setup(a.threads, a.device, a.data_dir, "whole_run_", size, frames=a.feat_type != "utt")
     configs = [("sequential", ["--no_fold_parallel"]), ("fold-parallel", [])]
     if a.compile:
         configs.append(("fold-parallel --compile", ["--compile"]))
@@ -97,7 +103,7 @@ def main(argv=None):
                 print(f"  {model} {name}: {elapsed:.1f}s" + (f" (scaled from {epochs} epochs)" if epochs != a.epochs else ""),
                       flush=True)
     metric = "emoval" if train.has_valence else "f1"
-    head = [f"model", *[f"{n} (s)" for n, _ in configs], *[f"{n} speed-up" for n, _ in configs[1:]],
+    head = ["model", *[f"{n} (s)" for n, _ in configs], *[f"{n} speed-up" for n, _ in configs[1:]],
             *[f"{tests[0].name} {metric}, {n}" for n, _ in configs]]
     rows = []
     for model in models:

@@ -45,7 +45,7 @@ def add_training_flags(parser: argparse.ArgumentParser, *, merbench: bool = Fals
     g.add_argument("--seeds", metavar="S1,S2,...", default=None,
                    help="train several seeds in this one process (default: --seed); each seed writes what a run "
                         "with --seed S writes (summary, result files, checkpoints, table), into its own folder "
-                        f"where the output folder holds {{seed}}")
+                        "where the output folder holds {seed}")
     g.add_argument("--parallel_seeds", action="store_true",
                    help="with --seeds: all seeds' folds at once, one stacked model of seeds x folds splits (each "
                         "seed's folds, initialisation and data order as its own run); where that is not possible "
