@@ -16,7 +16,8 @@ import time
 
 import torch
 
-from merbench_plugins.train import report, runner
+from merbench_plugins.evaluate import report
+from merbench_plugins.train import runner
 from whole_run import QUICK, setup   # benchmarks/ is on the path when a script here runs
 
 

@@ -21,7 +21,9 @@ import time
 import torch
 
 from merbench_plugins.data.synthetic import generate
-from merbench_plugins.train import engine, parallel, report, runner
+from merbench_plugins import runtime
+from merbench_plugins.evaluate import report
+from merbench_plugins.train import engine, parallel, runner
 
 MER2023 = dict(n_train=3373, n_test=412, dims=(1024, 5120, 768))
 QUICK = dict(n_train=120, n_test=40, dims=(16, 24, 8))
@@ -30,7 +32,7 @@ QUICK = dict(n_train=120, n_test=40, dims=(16, 24, 8))
 def setup(threads: int, device: str, data_dir, prefix: str, size: dict, frames: bool = False):
     """Torch threads, the device, and the data folder (``data_dir``, else a generated one of ``size``)."""
     torch.set_num_threads(threads)
-    device = engine.resolve_device(device)
+    device = runtime.resolve_device(device)
     if data_dir is None:
         data_dir = tempfile.mkdtemp(prefix=prefix)
         t = time.time()

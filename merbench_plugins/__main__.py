@@ -4,20 +4,20 @@ import sys
 
 # command -> (module, function, one-line help); modules are imported only when their command runs
 COMMANDS = {
-    "demo": ("merbench_plugins.train.demo", "main", "generate synthetic MER2023-shaped data, train, compare"),
+    "demo": ("merbench_plugins.commands.demo", "main", "generate synthetic MER2023-shaped data, train, compare"),
     "train": ("merbench_plugins.train.runner", "main", "train/evaluate on a MERBench-layout feature folder"),
     "synth": ("merbench_plugins.data.synthetic", "main", "write a synthetic MER2023-shaped feature set"),
-    "robust-eval": ("merbench_plugins.train.robust_eval", "main", "score saved checkpoints under missing/noisy modalities"),
-    "summarize": ("merbench_plugins.train.summarize", "main", "mean ± std over seeds of many runs -> summary.csv/.md"),
-    "yaml": ("merbench_plugins.train.tune_yaml", "main", "print or check model-tune.yaml from the registry"),
-    "models": ("merbench_plugins.train.listing", "main", "list registered models, their flags and grids"),
+    "robust-eval": ("merbench_plugins.evaluate.robust_eval", "main", "score saved checkpoints under missing/noisy modalities"),
+    "summarize": ("merbench_plugins.evaluate.summarize", "main", "mean ± std over seeds of many runs -> summary.csv/.md"),
+    "yaml": ("merbench_plugins.commands.tune_yaml", "main", "print or check model-tune.yaml from the registry"),
+    "models": ("merbench_plugins.commands.listing", "main", "list registered models, their flags and grids"),
     "install": ("merbench_plugins.installer.cli", "main", "register the models in a MERBench checkout"),
-    "ravdess-prep": ("merbench_plugins.data.ravdess", "prep_main", "RAVDESS clips -> cached frames + log-mel NPZ"),
+    "ravdess-prep": ("merbench_plugins.data.ravdess_prep", "main", "RAVDESS clips -> cached frames + log-mel NPZ"),
     "ravdess-train": ("merbench_plugins.train.ravdess_runner", "main", "train/evaluate ravdess_av over actor folds"),
-    "bench-robust": ("merbench_plugins.train.bench_robust", "main", "corruption benchmark: seeds x models x settings"),
+    "bench-robust": ("merbench_plugins.evaluate.bench_robust", "main", "corruption benchmark: seeds x models x settings"),
     "seeds": ("merbench_plugins.launch.experiments", "seeds_main", "one model x seeds (train_v2.sh, train_v4.sh): local queue or SLURM"),
     "ablate": ("merbench_plugins.launch.experiments", "ablate_main", "the ablation grid x seeds (run_ablation.sh): local queue or SLURM"),
-    "search": ("merbench_plugins.train.search", "main", "hyperparameter search (Optuna): grid -> best setting over seeds"),
+    "search": ("merbench_plugins.search.runner", "main", "hyperparameter search (Optuna): grid -> best setting over seeds"),
 }
 
 

@@ -1,8 +1,10 @@
 """The single source of truth: model names -> classes, dataset kinds, hyperparameter configs, grids.
 
 The installer, ``main-robust.py``, the standalone runner, ``model-tune.yaml`` and the tests all
-read this. Registration is a side effect of importing :mod:`merbench_plugins.models`.
+read this. Registration is a side effect of importing :mod:`merbench_plugins.models`; a dataset's
+dataloader may be registered as a ``"module:attr"`` string, imported only when MERBench asks for it.
 """
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Type
 
@@ -112,6 +114,11 @@ def create_model(name: str, args=None, **overrides):
     ns.update(overrides)
     ns["model"] = name
     return cls(argparse.Namespace(**ns))
+
+
+def repo_yaml_path() -> str:
+    """The checkout's top-level model-tune.yaml (present for source/editable installs)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model-tune.yaml")
 
 
 def render_tune_yaml(names: Optional[List[str]] = None) -> str:

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from merbench_plugins import registry
+from merbench_plugins import registry, runtime
 from merbench_plugins.__main__ import main as cli
-from merbench_plugins.data.merbench_layout import FeatureDataset
+from merbench_plugins.data.merbench_layout import FeatureDataset, SplitLoader
 from merbench_plugins.data.synthetic import feature_name
+from merbench_plugins.evaluate.metrics import mer_results
 from merbench_plugins.train import engine, parallel
-from merbench_plugins.train.metrics import mer_results
-from merbench_plugins.train.runner import SplitLoader, fold_indices
+from merbench_plugins.train.runner import fold_indices
 
 from conftest import model_args
 
@@ -52,7 +52,7 @@ def test_deterministic_model_follows_the_sequential_trajectory(train_split):
     o = opts()
     par = run_parallel(train_split, splits, [10, 11, 12], o, make=build(**DETERMINISTIC))
     for k, (tr, ev) in enumerate(splits):
-        engine.seed_everything(10 + k)
+        runtime.seed_everything(10 + k)
         seq = engine.train_fold(build(**DETERMINISTIC), SplitLoader(train_split.subset(tr), 8, shuffle=True, seed=10 + k),
                                 SplitLoader(train_split.subset(ev), 8), [SplitLoader(train_split, 8)], o, CPU,
                                 mer_results)
@@ -106,7 +106,7 @@ def test_grad_clip_and_adam_option_match_torch(train_split):
     o = opts(epochs=2, optimizer="adam", weight_decay=1e-2, grad_clip=0.01, scheduler="step")
     par = run_parallel(train_split, splits, [1, 2], o, make=build(**DETERMINISTIC))
     for k, (tr, ev) in enumerate(splits):
-        engine.seed_everything(1 + k)
+        runtime.seed_everything(1 + k)
         seq = engine.train_fold(build(**DETERMINISTIC), SplitLoader(train_split.subset(tr), 8, shuffle=True, seed=1 + k),
                                 SplitLoader(train_split.subset(ev), 8), [], o, CPU, mer_results)
         assert [h["train_loss"] for h in par[k].history] == pytest.approx([h["train_loss"] for h in seq.history], rel=1e-4)
@@ -223,7 +223,7 @@ def test_corrupted_selection_follows_the_sequential_loop(train_split):
     assert len(evals[0]) == 2 * len(splits[0][1]) and evals[0].names[-1].endswith("#corrupted")
     par = run_parallel(train_split, splits, [4, 5], o, make=build(**DETERMINISTIC), evals=evals)
     for k, (tr, ev) in enumerate(splits):
-        engine.seed_everything(4 + k)
+        runtime.seed_everything(4 + k)
         seq = engine.train_fold(build(**DETERMINISTIC), SplitLoader(train_split.subset(tr), 8, shuffle=True, seed=4 + k),
                                 selection.eval_loader(SplitLoader(train_split.subset(ev), 8), "corrupted", 4 + k),
                                 [SplitLoader(train_split, 8)], o, CPU, mer_results)

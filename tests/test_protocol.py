@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from merbench_plugins.evaluate import metrics
+from merbench_plugins.evaluate.metrics import mer_results
 from merbench_plugins.train import engine
-from merbench_plugins.train.metrics import mer_results
 
 
 def one_step_on_zero_loss(kind, lr=0.01, wd=0.1):
@@ -40,24 +41,24 @@ def test_logit_averaging_differs_from_probability_averaging():
     # fold 2 rules class 2 out by a large logit margin: its probability mass goes to class 0 (probs
     # pick 0), while the logit mean [0.9, 1.0, -5.0] picks class 1, the label
     folds = [fold([[0.0, 2.0, 0.0]]), fold([[1.8, 0.0, -10.0]])]
-    by_probs, _ = engine.average_folds(folds, 0, mer_results, "probs")
-    by_logits, _ = engine.average_folds(folds, 0, mer_results, "logits")
+    by_probs, _ = metrics.average_folds(folds, 0, mer_results, "probs")
+    by_logits, _ = metrics.average_folds(folds, 0, mer_results, "logits")
     mean_probs = np.mean([f.test_results[0]["emoprobs"] for f in folds], axis=0)
     np.testing.assert_allclose(by_probs["emoprobs"], mean_probs, rtol=1e-6)
     mean_logits = np.array([[0.9, 1.0, -5.0]])
     np.testing.assert_allclose(by_logits["emoprobs"], np.exp(mean_logits) / np.exp(mean_logits).sum(), rtol=1e-5)
     assert by_logits["emoacc"] == 1.0 and by_probs["emoacc"] == 0.0
     with pytest.raises(ValueError, match="probs or logits"):
-        engine.average_folds(folds, 0, mer_results, "median")
+        metrics.average_folds(folds, 0, mer_results, "median")
 
 
 def test_saved_predictions_and_condition_rows_average_like_the_headline_score():
     # the npz predictions and the per-condition tables must follow the protocol's averaging too,
     # or a merbench-protocol run's 'all' row would disagree with its own headline F1
-    from merbench_plugins.train import conditions
+    from merbench_plugins.evaluate import conditions
     folds = [fold([[0.0, 2.0, 0.0]]), fold([[1.8, 0.0, -10.0]])]
     for average in ("probs", "logits"):
-        headline, _ = engine.average_folds(folds, 0, mer_results, average)
+        headline, _ = metrics.average_folds(folds, 0, mer_results, average)
         tests = [dict(f.test_results[0], names=["s0"]) for f in folds]
         saved = conditions.fold_average(tests, average)
         np.testing.assert_allclose(saved["emoprobs"], headline["emoprobs"], rtol=1e-6)

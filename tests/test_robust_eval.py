@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from merbench_plugins.__main__ import main as cli
-from merbench_plugins.train import robust_eval
-from merbench_plugins.train.robust_eval import Condition, SUBSETS, all_conditions, apply_condition
+from merbench_plugins.evaluate import robust_eval
+from merbench_plugins.evaluate.robust_eval import Condition, SUBSETS, all_conditions, apply_condition
 from conftest import random_batch
 
 

@@ -7,8 +7,8 @@ import torch
 from conftest import model_args
 from merbench_plugins.modules.masking import corrupt_inputs, random_subset, ModalityDropout
 from merbench_plugins.registry import create_model
-from merbench_plugins.train import conditions
-from merbench_plugins.train.metrics import mer_results
+from merbench_plugins.evaluate import conditions
+from merbench_plugins.evaluate.metrics import mer_results
 
 
 def test_random_subset_is_a_non_empty_proper_subset_and_often_single():
@@ -166,7 +166,7 @@ def test_per_condition_scores_on_a_tiny_set():
 
 
 def test_bench_robust_writes_mean_std_tables_into_the_readme(tmp_path):
-    from merbench_plugins.train import bench_robust
+    from merbench_plugins.evaluate import bench_robust
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{bench_robust.MARKERS[0]}\nold\n{bench_robust.MARKERS[1]}\nrest\n")
     assert bench_robust.main(["--out", str(tmp_path / "b"), "--seeds", "0,1", "--settings", "mild", "--train", "60",
@@ -178,7 +178,7 @@ def test_bench_robust_writes_mean_std_tables_into_the_readme(tmp_path):
 
 
 def test_robust_eval_noise1_corrupts_one_modality_only():
-    from merbench_plugins.train import robust_eval
+    from merbench_plugins.evaluate import robust_eval
     conds = robust_eval.all_conditions(["noise1"])
     assert [c.value for c in conds][:3] == ["Ax2", "Tx2", "Vx2"] and len(conds) == 6
     batch = {k: torch.randn(5, d) for k, d in (("audios", 4), ("texts", 6), ("videos", 3))}
@@ -209,7 +209,7 @@ def test_corrupted_validation_is_deterministic_per_seed_and_keeps_the_clean_fold
 def test_bench_robust_runs_on_the_launcher_queue_and_fails_loudly(tmp_path, capsys):
     # a run that fails (here: a flag the runner refuses) makes the command exit 1, keeps its log, and
     # a rerun retries it (the old log is kept as run.log.1) instead of skipping it as finished
-    from merbench_plugins.train import bench_robust
+    from merbench_plugins.evaluate import bench_robust
     argv = ["--out", str(tmp_path / "b"), "--seeds", "0", "--settings", "mild", "--train", "40", "--epochs", "1",
             "--only", "attention", "--jobs", "1", "--no_such_flag"]
     assert bench_robust.main(argv) == 1

@@ -109,7 +109,7 @@ def test_cli_help_lists_commands(capsys):
 
 
 def test_atomic_writes_respect_umask(tmp_path):
-    from merbench_plugins.train import report
+    from merbench_plugins.evaluate import report
     old = os.umask(0o022)
     try:
         report.atomic_write_text(str(tmp_path / "a.md"), "x")

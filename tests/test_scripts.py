@@ -19,7 +19,7 @@ import pytest
 
 from merbench_plugins.__main__ import main as cli
 from merbench_plugins.installer import cli as install_cli
-from merbench_plugins.train import summarize
+from merbench_plugins.evaluate import summarize
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "merbench_tree"

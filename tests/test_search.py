@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from merbench_plugins.__main__ import main as cli
-from merbench_plugins.train import options, runner, search
+from merbench_plugins.search import runner as search
+from merbench_plugins.train import options, runner
 
 MODEL = "attention_robust_v2"
 RUNNER_FLAGS = ["--", "--epochs", "2", "--folds", "2", "--threads", "1", "--quiet"]

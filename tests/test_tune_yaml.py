@@ -6,7 +6,7 @@ from merbench_plugins import yamlio
 
 from merbench_plugins import list_models, model_grid, registry
 from merbench_plugins.config import AttentionRobustV2Config
-from merbench_plugins.train import tune_yaml
+from merbench_plugins.commands import tune_yaml
 
 REPO_YAML = Path(__file__).resolve().parents[1] / "model-tune.yaml"
 

@@ -58,6 +58,20 @@ class Split:
             yield batch, self.emos[idx].to(device), self.vals[idx].to(device), [self.names[i] for i in idx.tolist()]
 
 
+class SplitLoader:
+    """Re-iterable batches over an in-memory Split (fresh shuffle each epoch, seeded)."""
+
+    def __init__(self, split: Split, batch_size: int, shuffle: bool = False, seed: int = 0):
+        self.split, self.batch_size, self.shuffle = split, batch_size, shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self):
+        return self.split.batches(self.batch_size, shuffle=self.shuffle, generator=self.generator)
+
+    def __len__(self):
+        return (len(self.split) + self.batch_size - 1) // self.batch_size
+
+
 def find_label_file(root: str, label_path: Optional[str] = None) -> str:
     if label_path:
         if not os.path.isfile(label_path):

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, SubsetRandomSampler
 
-from ..registry import register_dataset
 from ..metrics import classification_metrics, confusion_matrix  # noqa: F401  (one metrics helper, re-exported)
 
 FIELDS = ("modality", "channel", "emotion", "intensity", "statement", "repetition", "actor")
@@ -633,12 +632,3 @@ class RAVDESS:
         results = {"emoprobs": emo_probs, "emolabels": np.asarray(emo_labels), "emoacc": m["acc"],
                    "emofscore": m["macro_f1"], "emowf1": m["weighted_f1"], "emouar": m["uar"]}
         return results, f"f1:{m['macro_f1']:.4f}_acc:{m['acc']:.4f}_uar:{m['uar']:.4f}"
-
-
-register_dataset("RAVDESS", RAVDESS, description="RAVDESS speech, audio-visual, actor-independent folds")
-
-
-def prep_main(argv=None) -> int:
-    """``python -m merbench_plugins ravdess-prep``: see :mod:`merbench_plugins.data.ravdess_prep`."""
-    from .ravdess_prep import main
-    return main(argv)

@@ -452,7 +452,7 @@ def run(s: Setup, variants: List[Variant], args) -> int:
         print(f"no finished runs under {s.out}: nothing to summarize", file=sys.stderr)
         rc = 1
     else:
-        from ..train import summarize
+        from ..evaluate import summarize
         print(flush=True)
         rc = 1 if summarize.main([s.out, "--out", s.out, "--group-by", "variant"]) else 0
     if failed:

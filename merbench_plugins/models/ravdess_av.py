@@ -13,11 +13,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import RavdessAVConfig
-from ..data import ravdess as _ravdess  # noqa: F401  (registers the RAVDESS dataset)
 from ..modules.audio import SpecAugment
 from ..modules.masking import ModalityDropout, any_or_all, masked_mean
 from ..modules.resnet import ResNet18, SmallAudioCNN, load_torchvision_resnet
-from ..registry import register_model
+from ..registry import register_dataset, register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,6 +71,11 @@ class CrossModalAttention(nn.Module):
 def _nonzero(x: torch.Tensor) -> torch.Tensor:
     """[B, ...] -> [B] bool: the sample has any non-zero value (all-zero = missing modality)."""
     return x.flatten(1).ne(0).any(dim=1)
+
+
+# the dataset by reference: imported when MERBench builds its maps, so models/ never imports data/
+register_dataset("RAVDESS", "merbench_plugins.data.ravdess:RAVDESS",
+                 description="RAVDESS speech, audio-visual, actor-independent folds")
 
 
 @register_model("ravdess_av", config=RavdessAVConfig, dataset="RAVDESS", feat_types=("raw",))

@@ -1,0 +1,1 @@
+"""Building blocks of the models: encoders, fusion, losses, masking, attention, ResNet, audio."""

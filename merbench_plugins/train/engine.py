@@ -7,7 +7,6 @@ import contextlib
 import copy
 import math
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
@@ -16,51 +15,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..evaluate.metrics import metric_value, softmax, summarise
 from ..modules.losses import masked_mse
-from .metrics import metric_value, summarise
-
-
-def seed_everything(seed: int):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-
-
-def resolve_device(spec) -> torch.device:
-    """'cpu' | 'cuda' | 'cuda:1' | GPU index (int, -1 = CPU). Falls back to CPU, loudly, without CUDA."""
-    if isinstance(spec, int) or (isinstance(spec, str) and spec.lstrip("-").isdigit()):
-        spec = int(spec)
-        spec = "cpu" if spec < 0 else f"cuda:{spec}"
-    if str(spec).startswith("cuda") and not torch.cuda.is_available():
-        print(f"warning: {spec} requested but CUDA is not available; training on CPU")
-        return torch.device("cpu")
-    return torch.device(spec)
-
-
-def amp_dtype(device: torch.device):
-    """bf16 where the GPU has it (no loss scaler needed), fp16 elsewhere."""
-    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
-def autocast(device: torch.device, enabled: bool):
-    """Mixed precision on CUDA (``torch.amp.autocast``; the deprecated torch.cuda.amp one on torch < 1.10 only)."""
-    if not enabled or device.type != "cuda":
-        return contextlib.nullcontext()
-    if hasattr(torch, "amp") and hasattr(torch.amp, "autocast"):
-        return torch.amp.autocast("cuda", dtype=amp_dtype(device))
-    return torch.cuda.amp.autocast(dtype=amp_dtype(device))
-
-
-def grad_scaler(device: torch.device, enabled: bool):
-    """A loss scaler for fp16 autocast only (bf16 has fp32's range)."""
-    enabled = enabled and device.type == "cuda" and amp_dtype(device) == torch.float16
-    if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
-        return torch.amp.GradScaler("cuda", enabled=enabled)
-    return torch.cuda.amp.GradScaler(enabled=enabled)
+from ..runtime import autocast, grad_scaler
 
 
 def inner_model(model: nn.Module) -> nn.Module:
@@ -227,17 +184,12 @@ def run_epoch(model, loader, opts: TrainOptions, device, calculate_results, *, o
         return dict(names=names, loss=mean_loss)
     cat = lambda xs: np.concatenate(xs) if xs else []  # noqa: E731
     logits = cat(emo_logits)
-    probs = _softmax(logits) if len(logits) else []
+    probs = softmax(logits) if len(logits) else []
     results, _ = calculate_results(probs, cat(emo_labels), cat(val_preds), cat(val_labels))
     out = dict(names=names, loss=mean_loss, **results)
     if len(logits):
         out["emologits"] = logits  # [N, C] raw, for average="logits"
     return out
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
 
 
 def train_fold(build_model: Callable[[], nn.Module], train_loader, eval_loader, test_loaders: List, opts: TrainOptions,
@@ -281,27 +233,6 @@ def train_fold(build_model: Callable[[], nn.Module], train_loader, eval_loader, 
     tests = [run_epoch(model, loader, opts, device, calculate_results, cls_loss=cls_loss) for loader in test_loaders]
     return FoldResult(best_epoch=best[1] + 1, best_metric=best[0], eval_results=best[2], test_results=tests,
                       history=history, state_dict=best[3] if keep_state else None, seconds=time.time() - start)
-
-
-def fold_predictions(tests: List[dict], average: str = "probs"):
-    """Fold-averaged (emotion probabilities, valence predictions) of one test set: ``probs`` averages
-    softmax probabilities (ours), ``logits`` averages raw logits and takes their softmax (main-release.py)."""
-    if average not in ("probs", "logits"):
-        raise ValueError(f"unknown fold averaging {average!r}: use probs or logits")
-    emo_probs = []
-    if len(tests[0].get("emolabels", [])) and average == "logits":
-        emo_probs = _softmax(np.mean([t["emologits"] for t in tests], axis=0))
-    elif len(tests[0].get("emolabels", [])):
-        emo_probs = np.mean([t["emoprobs"] for t in tests], axis=0)
-    val_preds = np.mean([t["valpreds"] for t in tests], axis=0) if len(tests[0].get("vallabels", [])) else []
-    return emo_probs, val_preds
-
-
-def average_folds(fold_results: List[FoldResult], index: int, calculate_results, average: str = "probs"):
-    """Average the folds' test predictions (``fold_predictions``), then score."""
-    tests = [f.test_results[index] for f in fold_results]
-    emo_probs, val_preds = fold_predictions(tests, average)
-    return calculate_results(emo_probs, tests[0].get("emolabels", []), val_preds, tests[0].get("vallabels", []))
 
 
 def _progress(iterable, desc, enabled):

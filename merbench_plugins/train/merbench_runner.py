@@ -19,8 +19,10 @@ import numpy as np
 import torch
 
 from ..constants import MISSING_VALENCE
-from . import conditions, engine, options, parallel, report, selection
-from .metrics import summarise
+from .. import runtime
+from ..evaluate import conditions, metrics, report
+from ..evaluate.metrics import summarise
+from . import engine, options, parallel, selection
 
 
 MERBENCH_TUNE_YAML = "toolkit/model-tune.yaml"
@@ -165,7 +167,7 @@ def prepare_run(args, features, seed: int, get_dataloaders, config) -> Run:
     MERBench's dataloader splits the folds with the seed's global RNG)."""
     args = copy.copy(args)
     args.seed, args.save_root = seed, options.per_seed(args.save_root, seed)
-    engine.seed_everything(args.seed)
+    runtime.seed_everything(args.seed)
     # our models: declared defaults unless --tune/--tune_yaml; MERBench's: main-release.py's random pick
     tune_path = options.tune_source(args, args.model, MERBENCH_TUNE_YAML, draw_by_default=not options.ours(args.model))
     args = options.resolve_model_args(args, args.model, hyper_path=args.hyper_path, tune_path=tune_path, seed=args.seed)
@@ -202,7 +204,7 @@ def train_run(run: Run, get_models, device):
         folds = train_parallel(args, lambda: get_models(args), run.train_loaders, run.eval_loaders,
                                None if run.fold_tests else run.test_loaders, run.opts, device, run.calc) or []
     for k in range(0 if folds else len(run.train_loaders)):
-        engine.seed_everything(args.seed + k)
+        runtime.seed_everything(args.seed + k)
         fold = engine.train_fold(lambda: get_models(args), run.train_loaders[k],
                                  selection.eval_loader(run.eval_loaders[k], args.select_on, args.seed + k),
                                  [run.fold_tests[k]] if run.fold_tests else run.test_loaders, run.opts,
@@ -261,7 +263,7 @@ def finish_run(run: Run, folds, get_models, device):
     name_time = time.time()
     stds = None
     if args.savemodel or args.robust_eval:          # noise scale of robust eval: the whole train split (fold 1's train + eval)
-        from . import robust_eval
+        from ..evaluate import robust_eval
         stds = robust_eval.feature_std(run.train_loaders[0], run.eval_loaders[0])
     for k, fold in enumerate(folds):
         if args.savemodel:
@@ -288,7 +290,7 @@ def finish_run(run: Run, folds, get_models, device):
         print(f"per-fold test sets: mean over {len(folds)} folds; save results in {path}")
     by_condition = {}
     for j in range(0 if fold_tests else len(test_loaders)):
-        results, tag = engine.average_folds(folds, j, calc, run.opts.average)
+        results, tag = metrics.average_folds(folds, j, calc, run.opts.average)
         tests[f"test{j + 1}"] = summarise(results)
         # fold-averaged predictions beside MERBench's args, so runs can be ensembled and analysed
         avg = conditions.fold_average([f.test_results[j] for f in folds], run.opts.average)
@@ -310,7 +312,7 @@ def finish_run(run: Run, folds, get_models, device):
         print("note: --robust_eval needs test sets shared by every fold; skipped for per-fold test sets")
     elif args.robust_eval:
         from collections import OrderedDict
-        from . import robust_eval
+        from ..evaluate import robust_eval
         models = engine.restore_models(folds, lambda: get_models(args), device)
         rows = robust_eval.robust_evaluate(
             models, OrderedDict((f"test{j + 1}", loader) for j, loader in enumerate(test_loaders)), device,
@@ -343,7 +345,7 @@ def main(argv=None):
     from toolkit.dataloader import get_dataloaders
     from toolkit.models import get_models
 
-    device = engine.resolve_device(args.gpu)
+    device = runtime.resolve_device(args.gpu)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     else:

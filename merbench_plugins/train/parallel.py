@@ -32,8 +32,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .. import runtime
+from ..evaluate import metrics
+from ..evaluate.metrics import metric_value
 from . import engine
-from .metrics import metric_value
 
 
 class ParallelUnsupported(RuntimeError):
@@ -324,7 +326,7 @@ class FoldParallel:
         self.opts, self.device = opts, device
         models = []
         for s in seeds:                              # the same initialisation as train_fold's
-            engine.seed_everything(s)
+            runtime.seed_everything(s)
             models.append(build_model())
         self.outer = copy.deepcopy(models[0]).to(device)     # MERBench's wrapper (state_dict keys), or the model
         self.template = engine.inner_model(self.outer)
@@ -341,7 +343,7 @@ class FoldParallel:
         self.compiled_step = compiled(self.train_fn) if compile else None
 
     def _forward(self, params, fixed, batch):
-        with engine.autocast(self.device, self.opts.amp):
+        with runtime.autocast(self.device, self.opts.amp):
             return self.functional_call(self.template, (params, fixed), (batch,))
 
     def _fold_loss(self, params, fixed, batch, emos, vals):
@@ -442,7 +444,7 @@ def fold_results(probs_logits, vals, data: DeviceData, index, k, opts, calculate
                              cls_loss)
     names = [data.names[i] for i in index.tolist()]
     logits_np = logits.cpu().numpy() if opts.output_dim1 else []
-    probs = engine._softmax(logits_np) if opts.output_dim1 else []
+    probs = metrics.softmax(logits_np) if opts.output_dim1 else []
     emo_labels = emos.cpu().numpy() if opts.output_dim1 else []
     val_np = val_pred.reshape(-1).cpu().numpy() if opts.output_dim2 else []
     val_labels = gold_vals.cpu().numpy() if opts.output_dim2 else []
@@ -488,7 +490,7 @@ def train_folds(build_model: Callable[[], nn.Module], data: DeviceData,
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]      # = SplitLoader(seed=seed_k)
     opt = StackedAdam(fp.params.data, fp.params.grad, opts)
     if loss_scaling is None:
-        loss_scaling = opts.amp and device.type == "cuda" and engine.amp_dtype(device) == torch.float16
+        loss_scaling = opts.amp and device.type == "cuda" and runtime.amp_dtype(device) == torch.float16
     scaler = FoldScaler(k_folds, device, loss_scaling)
 
     def update(active: List[int]):

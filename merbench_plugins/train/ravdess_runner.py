@@ -21,16 +21,17 @@ import json
 import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 import torch
 
 from ..config import RavdessAVConfig
 from ..data.ravdess import RAVDESS, CacheError, classification_metrics, confusion_matrix, fold_indices
+from ..evaluate import report
 from ..registry import create_model
-from . import report
-from .engine import TrainOptions, resolve_device, seed_everything, train_fold
+from ..runtime import resolve_device, seed_everything
+from .engine import TrainOptions, train_fold
 
 METRICS = ("macro_f1", "weighted_f1", "acc", "uar")
 HEADERS = {"macro_f1": "macro-F1", "weighted_f1": "weighted-F1", "acc": "accuracy", "uar": "UAR"}

@@ -19,23 +19,11 @@ import numpy as np
 import torch
 
 from .. import registry
-from ..data.merbench_layout import DataError, FeatureDataset, Split
-from . import conditions, engine, options, parallel, report, robust_eval, selection
-from .metrics import mer_results, summarise
-
-
-class SplitLoader:
-    """Re-iterable batches over an in-memory Split (fresh shuffle each epoch, seeded)."""
-
-    def __init__(self, split: Split, batch_size: int, shuffle: bool = False, seed: int = 0):
-        self.split, self.batch_size, self.shuffle = split, batch_size, shuffle
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __iter__(self):
-        return self.split.batches(self.batch_size, shuffle=self.shuffle, generator=self.generator)
-
-    def __len__(self):
-        return (len(self.split) + self.batch_size - 1) // self.batch_size
+from ..data.merbench_layout import DataError, FeatureDataset, SplitLoader
+from .. import runtime
+from ..evaluate import conditions, metrics, report, robust_eval
+from ..evaluate.metrics import mer_results, summarise
+from . import engine, options, parallel, selection
 
 
 def fold_indices(n: int, folds: int, seed: int):
@@ -161,8 +149,7 @@ def train_seeds(runs, model_name, ds, train, tests, device):
 
 def model_setup(args, model_name, ds, train):
     """(model args, TrainOptions) of one model for one run (``args.seed`` picks a --tune draw)."""
-    from .tune_yaml import repo_yaml_path
-    default_yaml = repo_yaml_path() if os.path.isfile(repo_yaml_path()) else None
+    default_yaml = registry.repo_yaml_path() if os.path.isfile(registry.repo_yaml_path()) else None
     margs = options.resolve_model_args(args, model_name, hyper_path=args.hyper_path,
                                        tune_path=options.tune_source(args, model_name, default_yaml), seed=args.seed)
     margs.audio_dim, margs.text_dim, margs.video_dim = ds.dims(train)
@@ -184,7 +171,7 @@ def train_model(args, model_name, ds, train, tests, device, stamp, folds=None):
     if args.fold_parallel and folds is None:
         folds = train_parallel(args, model_name, build, train, tests, splits, opts, device, keep)
     for k, (tr_idx, ev_idx) in enumerate(splits if folds is None else []):
-        engine.seed_everything(args.seed + k)
+        runtime.seed_everything(args.seed + k)
         result = engine.train_fold(build, SplitLoader(train.subset(tr_idx), args.batch_size, shuffle=True, seed=args.seed + k),
                                    selection.eval_loader(SplitLoader(train.subset(ev_idx), args.batch_size),
                                                          args.select_on, args.seed + k), test_loaders, opts, device,
@@ -200,7 +187,7 @@ def train_model(args, model_name, ds, train, tests, device, stamp, folds=None):
                   f"eval {margs.metric_name} {result.best_metric:.4f} ({result.seconds:.1f}s)", flush=True)
     tests_summary, by_condition, files = {}, {}, []
     for j, t in enumerate(tests):
-        results, tag = engine.average_folds(folds, j, mer_results, opts.average)
+        results, tag = metrics.average_folds(folds, j, mer_results, opts.average)
         tests_summary[t.name] = summarise(results)
         avg = conditions.fold_average([f.test_results[j] for f in folds], opts.average)
         by_condition[t.name] = conditions.per_condition(
@@ -295,7 +282,7 @@ def run(args) -> dict:
         except KeyError as exc:
             raise DataError(exc.args[0]) from None
     runs = seed_runs(args)
-    device = engine.resolve_device(args.device)
+    device = runtime.resolve_device(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     ds, train, tests = load_data(args)

@@ -31,7 +31,7 @@ import torch
 from .. import registry
 from ..modules.masking import MODALITIES, data_mask
 from . import report
-from .engine import autocast
+from ..runtime import autocast
 from .metrics import mer_results, summarise
 
 SUBSETS = ("A", "T", "V", "AT", "AV", "TV", "ATV")
@@ -317,8 +317,7 @@ def _has_weights_only():
 
 
 def main(argv=None):
-    from ..data.merbench_layout import DataError, FeatureDataset
-    from .runner import SplitLoader
+    from ..data.merbench_layout import DataError, FeatureDataset, SplitLoader
     p = argparse.ArgumentParser(prog="python -m merbench_plugins robust-eval", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("data_dir", help="MERBench-layout dataset folder the checkpoints were trained on")

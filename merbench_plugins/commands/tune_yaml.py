@@ -1,14 +1,8 @@
 """`python -m merbench_plugins yaml`: print, write or check model-tune.yaml against the registry."""
 import argparse
-import os
 import sys
 
 from .. import registry
-
-
-def repo_yaml_path():
-    """The checkout's top-level model-tune.yaml (present for source/editable installs)."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "model-tune.yaml")
 
 
 def main(argv=None):
@@ -27,7 +21,7 @@ def main(argv=None):
         print(f"{a.check} matches the registry")
         return 0
     if a.write:
-        from .report import atomic_write_text
+        from ..fileio import atomic_write_text
         atomic_write_text(a.write, text)
         print(f"wrote {a.write}")
         return 0

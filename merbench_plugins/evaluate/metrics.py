@@ -1,4 +1,7 @@
-"""MER metrics with MERBench's names: weighted F1, accuracy, valence MSE over known labels, emoval."""
+"""MER metrics with MERBench's names (weighted F1, accuracy, valence MSE over known labels, emoval) and
+the averaging of the folds' test predictions."""
+from typing import List
+
 import numpy as np
 
 from ..metrics import classification_metrics, valence_mse
@@ -53,3 +56,31 @@ def summarise(results: dict) -> dict:
         if key in results:
             out[name] = results[key]
     return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of [N, C] logits (numpy)."""
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def fold_predictions(tests: List[dict], average: str = "probs"):
+    """Fold-averaged (emotion probabilities, valence predictions) of one test set: ``probs`` averages
+    softmax probabilities (ours), ``logits`` averages raw logits and takes their softmax (main-release.py)."""
+    if average not in ("probs", "logits"):
+        raise ValueError(f"unknown fold averaging {average!r}: use probs or logits")
+    emo_probs = []
+    if len(tests[0].get("emolabels", [])) and average == "logits":
+        emo_probs = softmax(np.mean([t["emologits"] for t in tests], axis=0))
+    elif len(tests[0].get("emolabels", [])):
+        emo_probs = np.mean([t["emoprobs"] for t in tests], axis=0)
+    val_preds = np.mean([t["valpreds"] for t in tests], axis=0) if len(tests[0].get("vallabels", [])) else []
+    return emo_probs, val_preds
+
+
+def average_folds(fold_results: list, index: int, calculate_results, average: str = "probs"):
+    """Average the folds' test predictions (``fold_predictions`` of their FoldResult.test_results[index]),
+    then score."""
+    tests = [f.test_results[index] for f in fold_results]
+    emo_probs, val_preds = fold_predictions(tests, average)
+    return calculate_results(emo_probs, tests[0].get("emolabels", []), val_preds, tests[0].get("vallabels", []))

@@ -7,7 +7,7 @@ import sys
 import time
 
 from ..data.synthetic import generate
-from . import runner
+from ..train import runner
 
 DEFAULT_MODELS = "attention,attention_robust_v2,attention_robust_v4"
 

@@ -14,8 +14,7 @@ import torch
 
 from ..data.synthetic import CONDITIONS_FILE
 from ..modules.masking import presence_mask
-from .engine import fold_predictions
-from .metrics import summarise
+from .metrics import fold_predictions, summarise
 
 LETTERS = ("A", "T", "V")
 

@@ -39,7 +39,7 @@ the same on Optuna (the optional ``search`` extra):
 
 This module is the worker side (a trial = one runner in a child process; the objective; the worker
 loop), the orchestration and the command line; the study/sampler side (storage, samplers, grid,
-budget, tables) is :mod:`merbench_plugins.train.search_study`. Local workers run on the launcher's
+budget, tables) is :mod:`merbench_plugins.search.study`. Local workers run on the launcher's
 queue and the SLURM worker array is a launcher script (:mod:`merbench_plugins.launch`).
 """
 import argparse
@@ -63,12 +63,12 @@ import yaml
 
 from ..launch import queue, slurm
 from ..launch.queue import CPU, Job
-from . import report
-from .search_study import (import_optuna, default_storage, open_storage, is_lost, trial_params, gave_up_settings,
+from ..evaluate import report
+from .study import (import_optuna, default_storage, open_storage, is_lost, trial_params, gave_up_settings,
                            requeue, fail_stale_trials, make_sampler, load_grid, grid_size, setting_key, budget,
                            is_surplus, grid_exhausted, short_params, progress_line, best_trial, trials_table,
                            importance_plot)
-from .search_study import MAX_RETRIES  # noqa: F401  (tests and callers read it here)
+from .study import MAX_RETRIES  # noqa: F401  (tests and callers read it here)
 
 METRICS = ("auto", "emoval", "f1", "acc", "val_mse")
 # flags the search sets itself on every runner command line
@@ -120,7 +120,7 @@ def child_env():
 
 def runner_command(args, hyper_path: str, run_dir: str, seed: int, gpu: Optional[int]):
     """(argv, cwd) of one training run: standalone runner or MERBench's main-robust.py."""
-    boot = ["-c", "import sys; from merbench_plugins.train.search import child_main; child_main(sys.argv[1:])",
+    boot = ["-c", "import sys; from merbench_plugins.search.runner import child_main; child_main(sys.argv[1:])",
             str(os.getpid())]
     if args.merbench:
         cmd = boot + ["script", "main-robust.py", "--model", args.model, "--hyper_path", hyper_path,
@@ -714,12 +714,12 @@ def check_runner_args(args, space, fixed) -> Optional[str]:
     try:
         with contextlib.redirect_stderr(err):
             if args.merbench:
-                from .merbench_runner import build_parser as runner_parser
+                from ..train.merbench_runner import build_parser as runner_parser
                 parsed = runner_parser().parse_args(["--model", args.model] + list(args.runner_args))
                 if parsed.dataset is None and parsed.train_dataset is None:
                     return "main-robust.py needs --dataset: pass MERBench's flags after `--` (e.g. -- --dataset MER2023 ...)"
             else:
-                from .runner import build_parser as runner_parser
+                from ..train.runner import build_parser as runner_parser
                 parsed = runner_parser().parse_args([args.data, "--model", args.model] + list(args.runner_args))
     except SystemExit:
         return "invalid runner flags after `--`: " + err.getvalue().strip().splitlines()[-1]

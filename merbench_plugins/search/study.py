@@ -1,7 +1,7 @@
 """The study/sampler side of ``python -m merbench_plugins search``: Optuna storage and lost-trial
 re-queueing, the grid and its samplers, the trial budget and progress, the trials table and the
 importance plot. The worker side (a trial = one runner in a child process) and the command line
-are in :mod:`merbench_plugins.train.search`; both import Optuna only through :func:`import_optuna`.
+are in :mod:`merbench_plugins.search.runner`; both import Optuna only through :func:`import_optuna`.
 """
 import itertools
 import json
@@ -14,8 +14,8 @@ import sys
 import warnings
 from typing import Dict, List, Optional
 
-from . import report
-from .options import load_yaml
+from ..evaluate import report
+from ..train.options import load_yaml
 
 INSTALL_HINT = "pip install 'merbench-plugins[search]'  (or: pip install 'optuna>=3.0')"
 MAX_RETRIES = 2                      # a setting whose worker died is queued again at most this often
@@ -242,7 +242,7 @@ def load_grid(args):
     if not args.grid and args.merbench:
         candidates.append(os.path.join(args.merbench, "toolkit", "model-tune.yaml"))
     if not args.grid and not args.merbench:
-        from .tune_yaml import repo_yaml_path
+        from ..registry import repo_yaml_path
         candidates.append(repo_yaml_path())
     for path in candidates:
         if path and (os.path.isfile(path) or path == args.grid):

@@ -1,0 +1,1 @@
+"""Small command-line tools: the demo, the model-tune.yaml printer, the model listing."""

@@ -1,0 +1,49 @@
+"""Where and how tensors run: device choice (CPU fallback), seeding, mixed precision."""
+import contextlib
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def resolve_device(spec) -> torch.device:
+    """'cpu' | 'cuda' | 'cuda:1' | GPU index (int, -1 = CPU). Falls back to CPU, loudly, without CUDA."""
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.lstrip("-").isdigit()):
+        spec = int(spec)
+        spec = "cpu" if spec < 0 else f"cuda:{spec}"
+    if str(spec).startswith("cuda") and not torch.cuda.is_available():
+        print(f"warning: {spec} requested but CUDA is not available; training on CPU")
+        return torch.device("cpu")
+    return torch.device(spec)
+
+
+def amp_dtype(device: torch.device):
+    """bf16 where the GPU has it (no loss scaler needed), fp16 elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def autocast(device: torch.device, enabled: bool):
+    """Mixed precision on CUDA (``torch.amp.autocast``; the deprecated torch.cuda.amp one on torch < 1.10 only)."""
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    if hasattr(torch, "amp") and hasattr(torch.amp, "autocast"):
+        return torch.amp.autocast("cuda", dtype=amp_dtype(device))
+    return torch.cuda.amp.autocast(dtype=amp_dtype(device))
+
+
+def grad_scaler(device: torch.device, enabled: bool):
+    """A loss scaler for fp16 autocast only (bf16 has fp32's range)."""
+    enabled = enabled and device.type == "cuda" and amp_dtype(device) == torch.float16
+    if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda", enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)
