@@ -23,12 +23,10 @@ from whole_run import QUICK, setup   # benchmarks/ is on the path when a script 
 
 def timed_runs(base, model, seeds, stacked, ds, train, tests, device):
     """(wall seconds, process CPU seconds) for all seeds, and each seed's test-1 summary."""
-    args = runner.build_parser().parse_args(base + ["--model", model, "--seeds", ",".join(map(str, seeds))])
-    runner.default_features(args)
-    runs = runner.seed_runs(args)
+    runs = runner.resolve(runner.build_parser(), base + ["--model", model, "--seeds", ",".join(map(str, seeds))])
     t, c = time.perf_counter(), time.process_time()
-    folds = runner.train_seeds(runs, model, ds, train, tests, device) if stacked else [None] * len(runs)
-    out = [runner.train_model(r, model, ds, train, tests, device, report.timestamp(), folds=f)
+    folds = runner.train_seeds(runs, ds, train, tests, device) if stacked else [None] * len(runs)
+    out = [runner.train_model(r, ds, train, tests, device, report.timestamp(), folds=f)
            for r, f in zip(runs, folds)]
     return (time.perf_counter() - t, time.process_time() - c), [o["tests"][tests[0].name] for o in out]
 
@@ -51,8 +49,7 @@ def main(argv=None):
     base = [data_dir, "--folds", str(a.folds), "--batch_size", str(a.batch_size), "--device", str(device),
             "--early_stop", "0", "--quiet", "--threads", str(a.threads), "--epochs", str(a.epochs),
             "--out", os.path.join(tempfile.mkdtemp(prefix="parallel_seeds_out_"), "seed{seed}")]
-    args0 = runner.build_parser().parse_args(base)
-    ds, train, tests = runner.load_data(args0)
+    ds, train, tests = runner.load_data(runner.resolve(runner.build_parser(), base)[0])
     seeds = list(range(a.seeds))
     configs = (("separate", False), ("stacked", True))
     seconds, scores = {}, {}

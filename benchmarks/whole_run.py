@@ -82,8 +82,7 @@ def main(argv=None):
     base = [data_dir, "--folds", str(a.folds), "--batch_size", str(a.batch_size), "--feat_type", a.feat_type,
             "--device", str(device), "--early_stop", "0", "--quiet", "--threads", str(a.threads),
             "--out", tempfile.mkdtemp(prefix="whole_run_out_")] + (["--amp"] if a.amp else [])
-    args0 = runner.build_parser().parse_args(base)
-    ds, train, tests = runner.load_data(args0)
+    ds, train, tests = runner.load_data(runner.resolve(runner.build_parser(), base)[0])
     warm_up(device)
     models = [m.strip() for m in a.models.split(",") if m.strip()]
     seconds, scores = {}, {}
@@ -93,11 +92,10 @@ def main(argv=None):
                 if "--compile" in flags and a.compile_models and model not in a.compile_models.split(","):
                     continue
                 epochs = a.seq_epochs if name == "sequential" and a.seq_epochs else a.epochs
-                args = runner.build_parser().parse_args(base + flags + ["--epochs", str(epochs), "--model", model])
-                runner.default_features(args)
+                cfg = runner.resolve(runner.build_parser(), base + flags + ["--epochs", str(epochs), "--model", model])[0]
                 sync(device)
                 t = time.perf_counter()
-                summary = runner.train_model(args, model, ds, train, tests, device, report.timestamp())
+                summary = runner.train_model(cfg, ds, train, tests, device, report.timestamp())
                 sync(device)
                 elapsed = (time.perf_counter() - t) * a.epochs / epochs
                 seconds[model, name] = min(seconds.get((model, name), float("inf")), elapsed)

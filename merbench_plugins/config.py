@@ -10,14 +10,24 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
 
-def hp(default, help, grid=None, choices=None, aliases=(), switches=None):
+def hp(default, help, grid=None, choices=None, aliases=(), switches=None, interval=None):
     """Declare one hyperparameter. ``grid`` is its tuning list in model-tune.yaml (None: not tuned).
 
     ``aliases``: other flag names for it (a seed's spelling, ``modality_dropout_p``); ``switches``:
-    value-less flags that set it (``{"use_resnet_audio": "resnet18"}``).
+    value-less flags that set it (``{"use_resnet_audio": "resnet18"}``); ``interval``: the values that
+    make sense, e.g. ``"[0, 1)"`` or ``"(0, inf)"`` (checked by :meth:`BaseConfig.check`).
     """
     return field(default=default, metadata={"help": help, "grid": grid, "choices": choices,
-                                            "aliases": tuple(aliases), "switches": dict(switches or {})})
+                                            "aliases": tuple(aliases), "switches": dict(switches or {}),
+                                            "interval": interval})
+
+
+def in_interval(value, interval: str) -> bool:
+    """``value`` lies in ``interval``, written ``"[0, 1)"`` / ``"(0, inf)"`` (brackets: closed, parentheses: open)."""
+    lo, hi = (float(x) for x in interval[1:-1].split(","))
+    above = value >= lo if interval[0] == "[" else value > lo
+    below = value <= hi if interval[-1] == "]" else value < hi
+    return above and below
 
 
 def _flag_type(f):
@@ -28,10 +38,10 @@ def _flag_type(f):
 class BaseConfig:
     """Options every feature model shares (MERBench's own model-tune.yaml tunes these too)."""
 
-    hidden_dim: int = hp(128, "width of every hidden layer", grid=[64, 128, 256])
-    dropout: float = hp(0.35, "dropout probability", grid=[0.2, 0.3, 0.35, 0.4, 0.5])
+    hidden_dim: int = hp(128, "width of every hidden layer", grid=[64, 128, 256], interval="[1, inf)")
+    dropout: float = hp(0.35, "dropout probability", grid=[0.2, 0.3, 0.35, 0.4, 0.5], interval="[0, 1)")
     grad_clip: float = hp(-1.0, "clip gradient values at this magnitude (-1 = off)", grid=[-1.0])
-    lr: float = hp(1e-3, "learning rate", grid=[1e-3, 1e-4])
+    lr: float = hp(1e-3, "learning rate", grid=[1e-3, 1e-4], interval="(0, inf)")
 
     @classmethod
     def fields(cls):
@@ -48,6 +58,14 @@ class BaseConfig:
             if v is not None:
                 values[f.name] = _coerce(f, v)
         return cls(**values)
+
+    def check(self):
+        """Refuse values outside a field's declared interval, naming the option (ValueError)."""
+        for f in self.fields():
+            interval, value = f.metadata.get("interval"), getattr(self, f.name)
+            if interval and not isinstance(value, bool) and not in_interval(value, interval):
+                raise ValueError(f"--{f.name} must lie in {interval}, got {value}")
+        return self
 
     @classmethod
     def defaults(cls) -> Dict[str, Any]:

@@ -1,5 +1,4 @@
 """Which settings a run gets: declared defaults unless --tune / --tune_yaml (issue 12, item 1)."""
-import argparse
 import glob
 import json
 
@@ -8,38 +7,46 @@ import pytest
 
 from merbench_plugins import registry
 from merbench_plugins.train import merbench_runner, options, runner
+from merbench_plugins.train.run_config import ConfigError, tune_source
 from test_merbench_runner import installed_tree, main_robust  # noqa: F401  (fixture)
 
 
 def ns(**kw):
     base = dict(hyper_path=None, tune_yaml=None, tune=False)
     base.update(kw)
-    return argparse.Namespace(**base)
+    return base
 
 
 def test_tune_source_defaults_unless_asked():
-    assert options.tune_source(ns(), "attention_robust_v2", "grid.yaml") is None
-    assert options.tune_source(ns(tune=True), "attention_robust_v2", "grid.yaml") == "grid.yaml"
-    assert options.tune_source(ns(tune_yaml="mine.yaml"), "attention_robust_v2", "grid.yaml") == "mine.yaml"
-    assert options.tune_source(ns(hyper_path="fixed.yaml", tune=True), "mrg_net", "grid.yaml") is None
+    assert tune_source(ns(), "attention_robust_v2", "grid.yaml") is None
+    assert tune_source(ns(tune=True), "attention_robust_v2", "grid.yaml") == "grid.yaml"
+    assert tune_source(ns(tune_yaml="mine.yaml"), "attention_robust_v2", "grid.yaml") == "mine.yaml"
+    assert tune_source(ns(hyper_path="fixed.yaml", tune=True), "mrg_net", "grid.yaml") is None
     # MERBench's own models keep main-release.py's random pick
-    assert options.tune_source(ns(), "tfn", "grid.yaml", draw_by_default=not options.ours("tfn")) == "grid.yaml"
+    assert tune_source(ns(), "tfn", "grid.yaml", draw_by_default=not options.ours("tfn")) == "grid.yaml"
     assert options.ours("attention_robust_v4") and options.ours("mrg_net") and not options.ours("attention")
-    with pytest.raises(SystemExit, match="--tune needs a grid"):
-        options.tune_source(ns(tune=True), "attention_robust_v2", None)
+    with pytest.raises(ConfigError, match="--tune needs a grid"):
+        tune_source(ns(tune=True), "attention_robust_v2", None)
+
+
+def resolve(*argv):
+    return runner.resolve(runner.build_parser(), [str(a) for a in argv])
 
 
 def test_standalone_defaults_and_tune(tiny_data, tmp_path):
-    args = runner.build_parser().parse_args([str(tiny_data)])
-    margs = options.resolve_model_args(args, "attention_robust_v2", tune_path=options.tune_source(args, "x", "g"))
-    assert options.model_settings(margs, "attention_robust_v2") == registry.model_defaults("attention_robust_v2")
+    cfg = resolve(tiny_data)[0]
+    assert cfg.settings == registry.model_defaults("attention_robust_v2") and cfg.settings_from == "declared defaults"
+    assert set(cfg.source[k] for k in cfg.settings) == {"default"}
     grid = tmp_path / "grid.yaml"
     grid.write_text("attention_robust_v2:\n  lr: [0.0003]\n  hidden_dim: [48]\n")
-    args = runner.build_parser().parse_args([str(tiny_data), "--tune", "--tune_yaml", str(grid)])
-    margs = options.resolve_model_args(args, "attention_robust_v2", tune_path=options.tune_source(args, "x", None))
-    assert (margs.lr, margs.hidden_dim) == (0.0003, 48)
-    with pytest.raises(SystemExit, match="no entry for model 'mrg_net'"):
-        options.resolve_model_args(args, "mrg_net", tune_path=options.tune_source(args, "mrg_net", None))
+    cfg = resolve(tiny_data, "--tune", "--tune_yaml", grid)[0]
+    assert (cfg.settings["lr"], cfg.settings["hidden_dim"], cfg.training.lr) == (0.0003, 48, 0.0003)
+    assert cfg.source["hidden_dim"] == f"grid:{grid}" and cfg.source["dropout"] == "default"
+    assert cfg.asked["tune"] is True and "hidden_dim" not in cfg.asked
+    cfg = resolve(tiny_data, "--tune", "--tune_yaml", grid, "--hidden_dim", "32")[0]     # a flag beats the grid
+    assert (cfg.settings["hidden_dim"], cfg.source["hidden_dim"]) == (32, "flag")
+    with pytest.raises(ConfigError, match="no entry for model 'mrg_net'"):
+        resolve(tiny_data, "--tune", "--tune_yaml", grid, "--model", "mrg_net")
 
 
 def test_main_robust_default_command_uses_declared_defaults(installed_tree, tiny_data):  # noqa: F811

@@ -100,9 +100,10 @@ def test_fallback_trains_the_seeds_one_after_another_and_says_so(tiny_data, tmp_
         assert s["seed"] == seed and len(s["folds"]) == 2
 
 
-def test_bad_seed_lists_are_errors(tiny_data, tmp_path):
-    with pytest.raises(SystemExit, match="comma-separated integers"):
-        cli(["train", str(tiny_data), "--seeds", "1,x", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="twice"):
-        cli(["train", str(tiny_data), "--seeds", "1,1", "--out", str(tmp_path)])
+def test_bad_seed_lists_are_errors(tiny_data, tmp_path, capsys):
+    for seeds, message in (("1,x", "comma-separated integers"), ("1,1", "twice")):
+        assert cli(["train", str(tiny_data), "--seeds", seeds, "--out", str(tmp_path)]) == 2
+        assert message in capsys.readouterr().err
     assert cli(["train", str(tiny_data), "--parallel_seeds", "--out", str(tmp_path)]) == 2
+    assert "--parallel_seeds needs --seeds" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())                     # refused before anything was written

@@ -64,32 +64,33 @@ def test_saved_predictions_and_condition_rows_average_like_the_headline_score():
         np.testing.assert_allclose(saved["emoprobs"], headline["emoprobs"], rtol=1e-6)
 
 
-def parsed(*argv, runner="merbench"):
-    from merbench_plugins.train import merbench_runner, options, runner as standalone
-    parser = merbench_runner.build_parser() if runner == "merbench" else standalone.build_parser()
-    return options.apply_protocol(parser.parse_args(list(argv)))
-
-
-def opts_of(args):
-    args.lr, args.output_dim1, args.output_dim2, args.metric_name = 1e-3, 6, 1, "emoval"
-    return engine.TrainOptions.from_args(args, args)
+def resolved(*argv, runner="merbench"):
+    """The RunConfig of a command line: main-robust.py's (``--model attention_robust_v2 --dataset MER2023`` added)
+    or the standalone runner's."""
+    from merbench_plugins.train import merbench_runner, runner as standalone
+    if runner == "merbench":
+        return merbench_runner.resolve(merbench_runner.build_parser(),
+                                       ["--model", "attention_robust_v2", "--dataset", "MER2023", *argv])[0]
+    return standalone.resolve(standalone.build_parser(), list(argv))[0]
 
 
 def test_protocol_flags_resolve_to_train_options():
-    from merbench_plugins.train import options
-    mer = opts_of(parsed("--protocol", "merbench", "--l2", "0.001"))
+    from merbench_plugins.train.run_config import ConfigError
+    mer = resolved("--protocol", "merbench", "--l2", "0.001").training
     assert (mer.optimizer, mer.scheduler, mer.early_stop, mer.average, mer.weight_decay) == \
         ("adam", "none", 0, "logits", 0.001)
-    ours = opts_of(parsed())
+    ours = resolved().training
     assert (ours.optimizer, ours.scheduler, ours.early_stop, ours.average) == ("adamw", "cosine", 20, "probs")
-    assert opts_of(parsed("data", runner="standalone")).early_stop == 12
-    assert opts_of(parsed("--scheduler", "step", "--early_stop", "5")).scheduler == "step"
-    assert opts_of(parsed("--protocol", "merbench", "--scheduler", "none")).scheduler == "none"
+    assert resolved("data", runner="standalone").training.early_stop == 12
+    assert resolved("--scheduler", "step", "--early_stop", "5").training.scheduler == "step"
+    assert resolved("--protocol", "merbench", "--scheduler", "none").training.scheduler == "none"
     for flag in (["--scheduler", "cosine"], ["--early_stop", "20"]):
-        with pytest.raises(SystemExit, match="drop --"):
-            parsed("--protocol", "merbench", *flag)
-    record = options.protocol(parsed("--protocol", "merbench"))
+        with pytest.raises(ConfigError, match="drop --"):
+            resolved("--protocol", "merbench", *flag)
+    cfg = resolved("--protocol", "merbench")
+    record = cfg.protocol_record()
     assert record["protocol"] == "merbench" and record["average"] == "logits" and record["optimizer"] == "adam"
+    assert cfg.source["training.optimizer"] == "protocol:merbench" and cfg.source["training.weight_decay"] == "default"
 
 
 class Worsening(torch.nn.Module):

@@ -128,8 +128,8 @@ def test_best_yaml_reloads_in_merbench_format(searched, tiny_data):
     table = options.load_yaml(path)
     assert table == yaml.safe_load(open(path)) and list(table) == [MODEL]
     assert table[MODEL] == {"hidden_dim": 16, "lr": 0.001, **best.params}     # "1e-3" read as the number
-    margs = options.resolve_model_args(runner.build_parser().parse_args([str(tiny_data)]), MODEL, hyper_path=path)
-    assert (margs.num_attention_heads, margs.dropout, margs.hidden_dim, margs.lr) == \
+    settings = runner.resolve(runner.build_parser(), [str(tiny_data), "--model", MODEL, "--hyper_path", path])[0].settings
+    assert (settings["num_attention_heads"], settings["dropout"], settings["hidden_dim"], settings["lr"]) == \
         (4, best.params["dropout"], 16, 0.001)
     summary = json.loads((searched.out / "summary.json").read_text())
     assert summary["best_trial"] == best.number and summary["best_settings"] == table[MODEL]

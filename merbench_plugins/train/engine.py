@@ -29,8 +29,10 @@ def cross_entropy(logits, target):
     return nn.functional.cross_entropy(logits, target.long())
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainOptions:
+    """How the engine trains one fold; impossible values are refused when it is built (the flag named)."""
+
     epochs: int = 100
     lr: float = 1e-3
     weight_decay: float = 1e-5
@@ -47,16 +49,20 @@ class TrainOptions:
     grad_clip: Optional[float] = None  # None: the model's own grad_clip
     show_progress: bool = True
 
-    @classmethod
-    def from_args(cls, args, model_args):
-        """The runners' shared flags (``args``) + the resolved model settings (lr, output dims, metric)."""
-        from .options import apply_protocol
-        apply_protocol(args)  # --protocol -> optimizer, scheduler, early_stop, average
-        return cls(epochs=args.epochs, lr=model_args.lr if model_args.lr is not None else 1e-3,
-                   weight_decay=args.l2, scheduler=args.scheduler, early_stop=args.early_stop,
-                   emo_weight=args.emo_weight, val_weight=args.val_weight, output_dim1=model_args.output_dim1,
-                   output_dim2=model_args.output_dim2, metric_name=model_args.metric_name, amp=args.amp,
-                   show_progress=not args.quiet, optimizer=args.optimizer, average=args.average)
+    def __post_init__(self):
+        checks = [(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+                  (self.lr > 0 and math.isfinite(self.lr), f"--lr must be > 0, got {self.lr}"),
+                  (self.weight_decay >= 0, f"--l2 (weight decay) must be >= 0, got {self.weight_decay}"),
+                  (self.early_stop >= 0, f"--early_stop must be >= 0 (0 = off), got {self.early_stop}"),
+                  (self.emo_weight >= 0 and self.val_weight >= 0,
+                   f"--emo_weight and --val_weight must be >= 0, got {self.emo_weight} and {self.val_weight}"),
+                  (self.scheduler in ("cosine", "step", "none"), f"unknown scheduler {self.scheduler!r}: use cosine, "
+                                                                  f"step or none"),
+                  (self.optimizer in ("adamw", "adam"), f"unknown optimizer {self.optimizer!r}: use adamw or adam"),
+                  (self.average in ("probs", "logits"), f"unknown fold averaging {self.average!r}: use probs or logits")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
 
 
 @dataclass

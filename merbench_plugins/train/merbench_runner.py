@@ -8,7 +8,7 @@ summary. ``--protocol ours`` (default): AdamW, LR schedule, early stopping, fold
 eval epoch kept, fold-averaged logits. Run from the MERBench root (the installed launcher is).
 """
 import argparse
-import copy
+import dataclasses
 import os
 import re
 import sys
@@ -22,7 +22,8 @@ from ..constants import MISSING_VALENCE
 from .. import runtime
 from ..evaluate import conditions, metrics, report
 from ..evaluate.metrics import summarise
-from . import engine, options, parallel, selection
+from . import engine, options, parallel, run_config, selection
+from .run_config import ConfigError, RunConfig
 
 
 MERBENCH_TUNE_YAML = "toolkit/model-tune.yaml"
@@ -91,27 +92,6 @@ def fold_indices(loader, dataset):
     return np.asarray(list(indices), dtype=np.int64)
 
 
-def train_parallel(args, build, train_loaders, eval_loaders, test_loaders, opts, device, calc):
-    """All folds at once on device tensors built from MERBench's own datasets; None, with a note, where unsupported."""
-    try:
-        if test_loaders is None:
-            raise parallel.ParallelUnsupported("per-fold test sets (fold_test_loaders)")
-        dataset = train_loaders[0].dataset
-        splits = [(fold_indices(tr, dataset), fold_indices(ev, dataset)) for tr, ev in zip(train_loaders, eval_loaders)]
-        data = parallel.DeviceData.from_dataset(dataset, device)
-        tests = [parallel.DeviceData.from_dataset(t.dataset, device) for t in test_loaders]
-        seeds = [args.seed + k for k in range(len(splits))]
-        folds = parallel.train_folds(build, data, splits, tests, opts, device, calc, seeds=seeds,
-                                    evals=parallel.validation_sets(eval_loaders, args.select_on, seeds, device),
-                                    batch_size=train_loaders[0].batch_size, keep_state=args.savemodel or args.robust_eval,
-                                    compile=args.compile, desc=f"{args.model} {len(splits)} folds")
-        parallel.announce(args.model, len(splits))
-        return folds
-    except parallel.ParallelUnsupported as exc:
-        parallel.announce(args.model, len(train_loaders), exc)
-        return None
-
-
 def cpu_cuda_shim():
     """Upstream models hard-code CUDA (attention's ``.cuda()``, mctn's ``.to('cuda')``). On a CPU-only
     run, make Tensor/Module ``.cuda()`` no-ops and ``.to('cuda...')`` go to the CPU, so that every
@@ -138,50 +118,56 @@ def _is_cuda(device) -> bool:
     return isinstance(device, (str, torch.device)) and str(device).startswith("cuda")
 
 
-def prepare_args(args):
-    """main-release.py's pre-analysis: feat_scale per feat_type and the save_root suffix."""
-    if args.model is None or args.dataset is None and args.train_dataset is None:
-        raise SystemExit("error: --model and --dataset are required (see --help)")
-    if args.feat_type == "utt" and args.model in FRAME_ONLY:
-        raise SystemExit(f"error: MERBench's {args.model} takes frame features, not utterance vectors: use "
-                         f"--feat_type {FRAME_ONLY[args.model]} with the -FRA features")
-    if args.feat_scale is None:
-        args.feat_scale = {"utt": 1, "frm_align": 6, "frm_unalign": 12}.get(args.feat_type, 1)
-    if args.train_dataset is not None:
-        args.save_root = f"{args.save_root}-cross"
-    features = [f for f in (args.audio_feature, args.text_feature, args.video_feature) if f is not None]
+def derived_flags(values) -> dict:
+    """main-release.py's pre-analysis: feat_scale per feat_type and the save_root suffix (flag -> (value, source))."""
+    if values["model"] is None or values["dataset"] is None and values["train_dataset"] is None:
+        raise ConfigError("--model and --dataset are required (see --help)")
+    if values["feat_type"] == "utt" and values["model"] in FRAME_ONLY:
+        raise ConfigError(f"MERBench's {values['model']} takes frame features, not utterance vectors: use "
+                          f"--feat_type {FRAME_ONLY[values['model']]} with the -FRA features")
+    derived = {}
+    if values["feat_scale"] is None:
+        derived["feat_scale"] = ({"utt": 1, "frm_align": 6, "frm_unalign": 12}.get(values["feat_type"], 1), "derived")
+    save_root = values["save_root"] + ("-cross" if values["train_dataset"] is not None else "")
+    features = [f for f in (values["audio_feature"], values["text_feature"], values["video_feature"]) if f is not None]
     suffix = {0: "-others", 1: "-unimodal", 2: "-bimodal", 3: "-trimodal"}[len(set(features))]
-    args.save_root = args.save_root + suffix
-    return features
+    derived["save_root"] = (save_root + suffix, "derived: main-release.py's save_root suffix")
+    return derived
+
+
+def resolve(parser, argv) -> List[RunConfig]:
+    """The entry point's one resolution of the command line (run from the MERBench root): a RunConfig per seed."""
+    values = vars(parser.parse_args(argv))
+    derived = derived_flags(values)
+    return run_config.resolve_runs(parser, argv, runner="main-robust", models=[values["model"]], values=values,
+                                   derived=derived, default_yaml=MERBENCH_TUNE_YAML, upstream_grid=MERBENCH_TUNE_YAML,
+                                   out_flag="--save_root")
 
 
 class Run:
-    """One seed's run: its args (seed, save_root), MERBench's loaders for it, and what its outputs need."""
+    """One seed's run: its configuration, MERBench's namespace and loaders for it, and what its outputs need."""
 
     def __init__(self, **kw):
         self.__dict__.update(kw)
 
 
-def prepare_run(args, features, seed: int, get_dataloaders, config) -> Run:
+def prepare_run(cfg: RunConfig, get_dataloaders, config) -> Run:
     """Everything before training, as a separate ``--seed seed`` run does it (same order of random draws:
     MERBench's dataloader splits the folds with the seed's global RNG)."""
-    args = copy.copy(args)
-    args.seed, args.save_root = seed, options.per_seed(args.save_root, seed)
-    runtime.seed_everything(args.seed)
-    # our models: declared defaults unless --tune/--tune_yaml; MERBench's: main-release.py's random pick
-    tune_path = options.tune_source(args, args.model, MERBENCH_TUNE_YAML, draw_by_default=not options.ours(args.model))
-    args = options.resolve_model_args(args, args.model, hyper_path=args.hyper_path, tune_path=tune_path, seed=args.seed)
-    print(f"settings of {args.model}: " + (f"drawn from {tune_path}" if tune_path else
-                                           f"from {args.hyper_path}" if args.hyper_path else "declared defaults"))
-    config.dataset = args.dataset
+    runtime.seed_everything(cfg.seed)
+    print(f"settings of {cfg.model}: {cfg.settings_from}")
+    config.dataset = cfg.dataset
+    # MERBench's own code reads an argparse namespace, and its dataloader writes the data's dims and metric into it
+    args = cfg.namespace()
     print("args:", args, flush=True)
 
-    result_dir, model_dir = os.path.join(args.save_root, "result"), os.path.join(args.save_root, "model")
+    result_dir, model_dir = os.path.join(cfg.out, "result"), os.path.join(cfg.out, "model")
     os.makedirs(result_dir, exist_ok=True)
     os.makedirs(model_dir, exist_ok=True)
-    prefix = report.result_prefix(features, args.dataset, args.model, args.feat_type, args.e2e_name)
-    if args.train_dataset is not None:
-        prefix += f"_train:{args.train_dataset}_test:{args.test_dataset}"
+    features = [f for f in cfg.features if f is not None]
+    prefix = report.result_prefix(features, cfg.dataset, cfg.model, cfg.feat_type, cfg.flags.get("e2e_name"))
+    if cfg.flags.get("train_dataset") is not None:
+        prefix += f"_train:{cfg.flags['train_dataset']}_test:{cfg.flags['test_dataset']}"
 
     print("====== Reading Data =======", flush=True)
     dataloader_class = get_dataloaders(args)
@@ -191,44 +177,62 @@ def prepare_run(args, features, seed: int, get_dataloaders, config) -> Run:
     # datasets with disjoint test sets per fold (RAVDESS actor folds) expose them per fold: each fold
     # is scored on its own test set and the folds are summarised as mean ± std, not averaged
     fold_tests = getattr(getattr(dataloader_class, "dataloader", dataloader_class), "fold_test_loaders", None) or None
-    opts = engine.TrainOptions.from_args(args, args)
-    return Run(args=args, features=features, result_dir=result_dir, model_dir=model_dir, prefix=prefix,
+    opts = dataclasses.replace(cfg.training, output_dim1=args.output_dim1, output_dim2=args.output_dim2,
+                               metric_name=args.metric_name)
+    return Run(cfg=cfg, args=args, features=features, result_dir=result_dir, model_dir=model_dir, prefix=prefix,
                train_loaders=train_loaders, eval_loaders=eval_loaders, test_loaders=test_loaders, calc=calc,
                fold_tests=fold_tests, opts=opts, config=config)
 
 
+def train_parallel(run: Run, get_models, device):
+    """All folds at once on device tensors built from MERBench's own datasets; None, with a note, where unsupported."""
+    cfg, train_loaders, eval_loaders = run.cfg, run.train_loaders, run.eval_loaders
+    try:
+        if run.fold_tests:
+            raise parallel.ParallelUnsupported("per-fold test sets (fold_test_loaders)")
+        dataset = train_loaders[0].dataset
+        splits = [(fold_indices(tr, dataset), fold_indices(ev, dataset)) for tr, ev in zip(train_loaders, eval_loaders)]
+        data = parallel.DeviceData.from_dataset(dataset, device)
+        tests = [parallel.DeviceData.from_dataset(t.dataset, device) for t in run.test_loaders]
+        seeds = [cfg.seed + k for k in range(len(splits))]
+        folds = parallel.train_folds(lambda: get_models(run.args), data, splits, tests, run.opts, device, run.calc,
+                                     seeds=seeds, evals=parallel.validation_sets(eval_loaders, cfg.select_on, seeds, device),
+                                     batch_size=train_loaders[0].batch_size, keep_state=cfg.keep_state,
+                                     compile=cfg.compile, desc=f"{cfg.model} {len(splits)} folds")
+        parallel.announce(cfg.model, len(splits))
+        return folds
+    except parallel.ParallelUnsupported as exc:
+        parallel.announce(cfg.model, len(train_loaders), exc)
+        return None
+
+
 def train_run(run: Run, get_models, device):
     """The K folds of one run: fold-parallel where possible, else one after another."""
-    args, folds = run.args, []
-    if args.fold_parallel:
-        folds = train_parallel(args, lambda: get_models(args), run.train_loaders, run.eval_loaders,
-                               None if run.fold_tests else run.test_loaders, run.opts, device, run.calc) or []
+    cfg, folds = run.cfg, []
+    if cfg.fold_parallel:
+        folds = train_parallel(run, get_models, device) or []
     for k in range(0 if folds else len(run.train_loaders)):
-        runtime.seed_everything(args.seed + k)
-        fold = engine.train_fold(lambda: get_models(args), run.train_loaders[k],
-                                 selection.eval_loader(run.eval_loaders[k], args.select_on, args.seed + k),
+        runtime.seed_everything(cfg.seed + k)
+        fold = engine.train_fold(lambda: get_models(run.args), run.train_loaders[k],
+                                 selection.eval_loader(run.eval_loaders[k], cfg.select_on, cfg.seed + k),
                                  [run.fold_tests[k]] if run.fold_tests else run.test_loaders, run.opts,
-                                 device, run.calc, desc=f"{args.model} fold {k + 1}/{len(run.train_loaders)}",
-                                 keep_state=args.savemodel or args.robust_eval)
+                                 device, run.calc, desc=f"{cfg.model} fold {k + 1}/{len(run.train_loaders)}",
+                                 keep_state=cfg.keep_state)
         folds.append(fold)
     return folds
-
-
-SEED_KEYS = ("seed", "save_root")     # what may differ between the runs of one stacked model
 
 
 def train_seeds(runs: List[Run], get_models, device):
     """``--parallel_seeds``: every seed's folds (as MERBench's dataloader split them for that seed) at once,
     one stacked model; per run its folds, or Nones (with a note: one seed after another) where it cannot be."""
-    first, seeds = runs[0].args, [r.args.seed for r in runs]
+    first, seeds = runs[0].cfg, [r.cfg.seed for r in runs]
     which = f"seeds {','.join(map(str, seeds))}"
     try:
         if not first.fold_parallel:
             raise parallel.ParallelUnsupported("--no_fold_parallel")
         if any(r.fold_tests for r in runs):
             raise parallel.ParallelUnsupported("per-fold test sets (fold_test_loaders)")
-        same = lambda a: {k: v for k, v in vars(a).items() if k not in SEED_KEYS}  # noqa: E731
-        if any(same(r.args) != same(first) or r.opts != runs[0].opts for r in runs[1:]):
+        if any(r.cfg.settings != first.settings or r.opts != runs[0].opts for r in runs[1:]):
             raise parallel.ParallelUnsupported("the seeds draw different settings (MERBench's models draw from "
                                                "model-tune.yaml per seed); one stacked model needs one architecture")
         dataset = runs[0].train_loaders[0].dataset
@@ -240,12 +244,12 @@ def train_seeds(runs: List[Run], get_models, device):
         k_folds = [len(r.train_loaders) for r in runs]
         fold_seeds = [s + k for s, n in zip(seeds, k_folds) for k in range(n)]
         folds = parallel.train_folds(
-            lambda: get_models(first), parallel.DeviceData.from_dataset(dataset, device), splits,
+            lambda: get_models(runs[0].args), parallel.DeviceData.from_dataset(dataset, device), splits,
             [parallel.DeviceData.from_dataset(t.dataset, device) for t in runs[0].test_loaders], runs[0].opts, device,
             runs[0].calc, seeds=fold_seeds, rng_seed=seeds[0],
             evals=parallel.validation_sets([ev for r in runs for ev in r.eval_loaders], first.select_on, fold_seeds,
                                            device),
-            batch_size=runs[0].train_loaders[0].batch_size, keep_state=first.savemodel or first.robust_eval,
+            batch_size=runs[0].train_loaders[0].batch_size, keep_state=first.keep_state,
             compile=first.compile, desc=f"{first.model} {len(seeds)} seeds x {k_folds[0]} folds")
     except parallel.ParallelUnsupported as exc:
         print(f"note: {first.model}: training {which} one after another, not as one stacked model ({exc})", flush=True)
@@ -258,18 +262,18 @@ def train_seeds(runs: List[Run], get_models, device):
 
 def finish_run(run: Run, folds, get_models, device):
     """Checkpoints, MERBench's result files, the JSON summary, robust evaluation and the table of one run."""
-    args, prefix, fold_tests, test_loaders, calc, config = (run.args, run.prefix, run.fold_tests, run.test_loaders,
-                                                            run.calc, run.config)
+    cfg, args, prefix, fold_tests, test_loaders, calc, config = (run.cfg, run.args, run.prefix, run.fold_tests,
+                                                                 run.test_loaders, run.calc, run.config)
     name_time = time.time()
     stds = None
-    if args.savemodel or args.robust_eval:          # noise scale of robust eval: the whole train split (fold 1's train + eval)
+    if cfg.keep_state:          # noise scale of robust eval: the whole train split (fold 1's train + eval)
         from ..evaluate import robust_eval
         stds = robust_eval.feature_std(run.train_loaders[0], run.eval_loaders[0])
     for k, fold in enumerate(folds):
-        if args.savemodel:
-            fold.save_checkpoint(os.path.join(run.model_dir, f"{prefix}_fold{k + 1}_{name_time}.pt"), args.model, args,
-                                 k + 1, feature_std=stds)
-        print(f">>>>> fold {k + 1}: best epoch {fold.best_epoch}, eval {args.metric_name} {fold.best_metric:.4f}, "
+        if cfg.savemodel:
+            fold.save_checkpoint(os.path.join(run.model_dir, f"{prefix}_fold{k + 1}_{name_time}.pt"), cfg.model, args,
+                                 k + 1, feature_std=stds, config=cfg.record())
+        print(f">>>>> fold {k + 1}: best epoch {fold.best_epoch}, eval {run.opts.metric_name} {fold.best_metric:.4f}, "
               f"{fold.seconds:.1f}s", flush=True)
 
     print("====== Prediction and Saving =======", flush=True)
@@ -297,68 +301,73 @@ def finish_run(run: Run, folds, get_models, device):
         path = f"{run.result_dir}/test{j + 1}_{prefix}_{tag}_{name_time}.npz"
         report.atomic_save_npz(path, args=np.array(args, dtype=object), **avg)
         print(f"save results in {path}")
-        label_dir = os.path.dirname(getattr(config, "PATH_TO_LABEL", {}).get(args.dataset) or "") or None
+        label_dir = os.path.dirname(getattr(config, "PATH_TO_LABEL", {}).get(cfg.dataset) or "") or None
         groups = conditions.sample_groups(test_loaders[j], label_dir, f"test{j + 1}")
         by_condition[f"test{j + 1}"] = conditions.per_condition(
             avg["names"], avg.get("emoprobs", []), avg.get("emolabels", []), avg.get("valpreds", []),
             avg.get("vallabels", []), groups, calc)
-    summary = {"model": args.model, "dataset": args.dataset, "features": run.features, "feat_type": args.feat_type,
-               "settings": options.model_settings(args, args.model), "protocol": options.protocol(args),
-               "seed": args.seed, "cv": cv, "tests": tests,
+    # MERBench's own models draw their settings per seed (main-release.py's protocol): only ours record them
+    # here, so `summarize` keeps a MERBench model's seeds together (the draws are in "config")
+    summary = {"model": cfg.model, "dataset": cfg.dataset, "features": run.features, "feat_type": cfg.feat_type,
+               "settings": dict(cfg.settings) if options.ours(cfg.model) else {},
+               "protocol": cfg.protocol_record(), "seed": cfg.seed, "cv": cv, "tests": tests,
                "tests_by_condition": by_condition,
                "folds": [f.record(k, test=summarise(f.test_results[0]) if fold_tests else None)
-                         for k, f in enumerate(folds)]}
-    if args.robust_eval and fold_tests:
+                         for k, f in enumerate(folds)], "config": cfg.record()}
+    if cfg.robust_eval and fold_tests:
         print("note: --robust_eval needs test sets shared by every fold; skipped for per-fold test sets")
-    elif args.robust_eval:
+    elif cfg.robust_eval:
         from collections import OrderedDict
         from ..evaluate import robust_eval
         models = engine.restore_models(folds, lambda: get_models(args), device)
         rows = robust_eval.robust_evaluate(
             models, OrderedDict((f"test{j + 1}", loader) for j, loader in enumerate(test_loaders)), device,
-            stds=stds, calculate_results=calc, conditions=robust_eval.all_conditions(args.robust_kinds.split(",")),
-            seed=args.robust_seed, with_masks=robust_eval.registry_model(args.model), output_dim1=args.output_dim1,
-            output_dim2=args.output_dim2, model_name=args.model, progress=not args.quiet, amp=run.opts.amp)
+            stds=stds, calculate_results=calc, conditions=robust_eval.all_conditions(cfg.robust_kinds),
+            seed=cfg.robust_seed, with_masks=robust_eval.registry_model(cfg.model), output_dim1=run.opts.output_dim1,
+            output_dim2=run.opts.output_dim2, model_name=cfg.model, progress=not cfg.quiet, amp=run.opts.amp)
         summary["robust"] = rows
-        paths = robust_eval.write_reports(rows, os.path.join(args.save_root, "robust"), f"robust_{prefix}_{name_time}")
+        paths = robust_eval.write_reports(rows, os.path.join(cfg.out, "robust"), f"robust_{prefix}_{name_time}")
         print("robust evaluation: " + ", ".join(paths.values()))
-    path = report.write_json(report.unique_path(os.path.join(args.save_root, "summary", f"{prefix}_{name_time}.json")), summary)
-    print(report.comparison_table({args.model: tests}, list(tests)))
+    path = report.write_json(report.unique_path(os.path.join(cfg.out, "summary", f"{prefix}_{name_time}.json")), summary)
+    print(report.comparison_table({cfg.model: tests}, list(tests)))
     for name, groups in by_condition.items():
         if len(groups) > 2:
-            print(f"{name} by condition:\n" + conditions.condition_table({args.model: groups}, "f1"))
+            print(f"{name} by condition:\n" + conditions.condition_table({cfg.model: groups}, "f1"))
     print(f"summary: {path}")
     return summary
 
 
 def main(argv=None):
-    args = options.apply_protocol(build_parser().parse_args(argv))
-    features = prepare_args(args)
-    try:
-        seeds = options.run_seeds(args, "--save_root", args.save_root)
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser.parse_args(argv)                       # --help and argparse's own errors first
     if not os.path.isdir("toolkit") or not os.path.isfile("config.py"):
         raise SystemExit("error: run main-robust.py from the MERBench root (the folder with toolkit/ and config.py)")
+    try:
+        configs = resolve(parser, argv)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     sys.path.insert(0, os.getcwd())
     import config  # MERBench's global config (paths); noqa: E402
     from toolkit.dataloader import get_dataloaders
     from toolkit.models import get_models
 
-    device = runtime.resolve_device(args.gpu)
+    first = configs[0]
+    device = runtime.resolve_device(first.flags["gpu"])
     if device.type == "cuda":
         torch.cuda.set_device(device)
     else:
         cpu_cuda_shim()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    if not (args.parallel_seeds and len(seeds) > 1):     # one seed at a time: one seed's data in memory at a time
-        for seed in seeds:
-            run = prepare_run(args, features, seed, get_dataloaders, config)
+    if first.threads > 0:
+        torch.set_num_threads(first.threads)
+    if not (first.parallel_seeds and len(configs) > 1):     # one seed at a time: one seed's data in memory at a time
+        for cfg in configs:
+            run = prepare_run(cfg, get_dataloaders, config)
             print("====== Training and Evaluation =======", flush=True)
             finish_run(run, train_run(run, get_models, device), get_models, device)
         return 0
-    runs = [prepare_run(args, features, seed, get_dataloaders, config) for seed in seeds]
+    runs = [prepare_run(cfg, get_dataloaders, config) for cfg in configs]
     print("====== Training and Evaluation =======", flush=True)
     stacked = train_seeds(runs, get_models, device)
     for run, folds in zip(runs, stacked):

@@ -1,14 +1,10 @@
-"""Command-line flags and hyperparameter resolution shared by the runners.
-
-Precedence for every model flag: explicit command line > YAML (``--hyper_path`` fixed values, or a
-random pick from a model-tune.yaml grid) > the registry's declared default. Our models draw from a
-grid only when asked (``--tune`` or an explicit ``--tune_yaml``); MERBench's own models keep
-``main-release.py``'s random pick from ``toolkit/model-tune.yaml``.
+"""The runners' command-line flags (training, robust evaluation, hyperparameter YAMLs, every model's options),
+the protocols they choose between, and the small readers the resolution uses (seed lists, YAML, grid draws).
+:mod:`.run_config` resolves them once into a run's configuration.
 """
 import argparse
-import copy
 import random
-from typing import List, Optional
+from typing import List
 
 from .. import registry, yamlio
 
@@ -75,28 +71,6 @@ PROTOCOLS = {
 }
 
 
-def apply_protocol(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill ``args.optimizer/scheduler/early_stop/average`` from ``--protocol`` (in place; idempotent).
-
-    ``merbench`` is main-release.py's loop: an explicit --scheduler or --early_stop that contradicts
-    it is an error rather than silently dropped."""
-    protocol = getattr(args, "protocol", None) or "ours"
-    if protocol not in PROTOCOLS:
-        raise SystemExit(f"error: unknown --protocol {protocol!r}: use {' or '.join(sorted(PROTOCOLS))}")
-    fixed = PROTOCOLS[protocol]
-    for flag in ("scheduler", "early_stop"):
-        given = getattr(args, flag, None)
-        if flag in fixed and given is not None and given != fixed[flag]:
-            raise SystemExit(f"error: --protocol {protocol} runs main-release.py's constant learning rate over "
-                             f"every epoch; drop --{flag} {given}, or use --protocol ours")
-    args.protocol = protocol
-    args.optimizer, args.average = fixed["optimizer"], fixed["average"]
-    args.scheduler = fixed.get("scheduler", getattr(args, "scheduler", None) or "cosine")
-    early = getattr(args, "early_stop", None)
-    args.early_stop = fixed.get("early_stop", getattr(args, "ours_early_stop", 12) if early is None else early)
-    return args
-
-
 def seed_list(args: argparse.Namespace) -> List[int]:
     """``--seeds`` ("0,1,2" or "0 1 2") as ints, else ``[--seed]``."""
     text = getattr(args, "seeds", None)
@@ -112,31 +86,9 @@ def seed_list(args: argparse.Namespace) -> List[int]:
     return seeds
 
 
-def run_seeds(args: argparse.Namespace, out_flag: str, out: str) -> List[int]:
-    """The seeds of a run (:func:`seed_list`), checked against ``--parallel_seeds`` (ValueError without
-    ``--seeds``), with a note when several seeds share the output folder ``out`` (given as ``out_flag``)."""
-    seeds = seed_list(args)
-    if args.parallel_seeds and args.seeds is None:
-        raise ValueError("--parallel_seeds needs --seeds, e.g. --seeds 0,1,2 --parallel_seeds")
-    if len(seeds) > 1 and "{seed}" not in out:
-        print(f"note: the {len(seeds)} seeds write into one folder ({out}); put {{seed}} in {out_flag} for one "
-              f"folder per seed", flush=True)
-    return seeds
-
-
 def per_seed(path: str, seed: int) -> str:
     """An output folder for one seed: ``{seed}`` in it becomes the seed."""
     return path.replace("{seed}", str(seed)) if path else path
-
-
-PROTOCOL_FLAGS = ("protocol", "epochs", "batch_size", "l2", "scheduler", "early_stop", "emo_weight", "val_weight",
-                  "amp", "optimizer", "average", "folds", "select_on")
-
-
-def protocol(args: argparse.Namespace) -> dict:
-    """The training flags a run's result depends on besides its model settings and seed (kept in its
-    summary, so `summarize` never averages runs of different protocols as seeds)."""
-    return {k: getattr(args, k) for k in PROTOCOL_FLAGS if getattr(args, k, None) is not None}
 
 
 def add_robust_flags(parser: argparse.ArgumentParser):
@@ -169,24 +121,6 @@ def ours(model: str) -> bool:
     return model in registry.list_models(installable=True)
 
 
-def tune_source(args: argparse.Namespace, model: str, default_yaml: Optional[str], *,
-                draw_by_default: bool = False) -> Optional[str]:
-    """The grid a run draws from, or None for the declared defaults (``--hyper_path`` wins over both).
-
-    A run draws only with ``--tune`` or an explicit ``--tune_yaml``, or when ``draw_by_default``
-    (MERBench's own models under main-robust.py, as in main-release.py).
-    """
-    if getattr(args, "hyper_path", None):
-        return None
-    if getattr(args, "tune_yaml", None):
-        return args.tune_yaml
-    tune = getattr(args, "tune", False)
-    if tune and not default_yaml:
-        raise SystemExit("error: --tune needs a grid: pass --tune_yaml model-tune.yaml "
-                         "(write one with `python -m merbench_plugins yaml --write model-tune.yaml`)")
-    return default_yaml if tune or draw_by_default else None
-
-
 def load_yaml(path: str) -> dict:
     """A hyperparameter YAML (model name -> settings), numbers read as MERBench reads them."""
     try:
@@ -204,36 +138,3 @@ def load_yaml(path: str) -> dict:
 def pick(settings: dict, rng: random.Random) -> dict:
     """MERBench's func_random_select: one value per list (scalars stay)."""
     return {k: (rng.choice(v) if isinstance(v, list) else v) for k, v in (settings or {}).items()}
-
-
-def resolve_model_args(args: argparse.Namespace, model: str, *, hyper_path: Optional[str] = None,
-                       tune_path: Optional[str] = None, seed: int = 0) -> argparse.Namespace:
-    """Copy of ``args`` for ``model`` with every hyperparameter filled (CLI > YAML > default)."""
-    out = copy.copy(args)
-    out.model = model
-    source = hyper_path or tune_path
-    if source:
-        table = load_yaml(source)
-        if model not in table:
-            raise SystemExit(f"error: {source} has no entry for model {model!r} (has: {', '.join(table)}); "
-                             f"add one (`python -m merbench_plugins yaml` prints ours) or drop --tune/--tune_yaml "
-                             f"to train with the declared defaults")
-        for key, value in pick(table[model], random.Random(seed)).items():
-            if getattr(out, key, None) is None:
-                setattr(out, key, value)
-    try:
-        entry = registry.get_model_entry(model)
-    except KeyError:
-        return out  # a MERBench model: its YAML entry is all it gets, as in main-release.py
-    cfg = entry.config.from_args(out)
-    for f in entry.config.fields():
-        setattr(out, f.name, getattr(cfg, f.name))
-    return out
-
-
-def model_settings(args: argparse.Namespace, model: str) -> dict:
-    try:
-        cfg = registry.get_model_entry(model).config
-    except KeyError:
-        return {}
-    return {f.name: getattr(args, f.name, None) for f in cfg.fields()}

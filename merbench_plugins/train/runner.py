@@ -8,12 +8,13 @@ files, a JSON summary, and prints a table.
     python -m merbench_plugins train DATA_DIR --seeds 0,1,2 --parallel_seeds --out 'runs/seed{seed}'
 """
 import argparse
-import copy
+import dataclasses
 import json
 import os
 import sys
 import time
 from collections import OrderedDict
+from typing import List
 
 import numpy as np
 import torch
@@ -23,7 +24,8 @@ from ..data.merbench_layout import DataError, FeatureDataset, SplitLoader
 from .. import runtime
 from ..evaluate import conditions, metrics, report, robust_eval
 from ..evaluate.metrics import mer_results, summarise
-from . import engine, options, parallel, selection
+from . import engine, options, parallel, run_config, selection
+from .run_config import ConfigError, RunConfig
 
 
 def fold_indices(n: int, folds: int, seed: int):
@@ -64,21 +66,37 @@ def build_parser():
     return p
 
 
-def default_features(args):
-    info_path = os.path.join(args.data_dir, "synthetic.json")
-    if os.path.isfile(info_path) and not all((args.audio_feature, args.text_feature, args.video_feature)):
-        with open(info_path) as f:
-            feats = json.load(f)["features"]
-        level = "UTT" if args.feat_type == "utt" else "FRA"
-        args.audio_feature = args.audio_feature or feats["audio"].replace("-UTT", "-" + level)
-        args.text_feature = args.text_feature or feats["text"].replace("-UTT", "-" + level)
-        args.video_feature = args.video_feature or feats["video"].replace("-UTT", "-" + level)
+def default_features(values) -> dict:
+    """Feature names the command line left out, from DATA_DIR/synthetic.json (our generated sets name theirs):
+    flag -> (name, source)."""
+    info_path = os.path.join(values["data_dir"], "synthetic.json")
+    names = ("audio_feature", "text_feature", "video_feature")
+    if not os.path.isfile(info_path) or all(values.get(n) for n in names):
+        return {}
+    with open(info_path) as f:
+        feats = json.load(f)["features"]
+    level = "UTT" if values["feat_type"] == "utt" else "FRA"
+    return {n: (feats[n.split("_")[0]].replace("-UTT", "-" + level), "data:synthetic.json")
+            for n in names if not values.get(n)}
 
 
-def load_data(args):
-    default_features(args)
-    ds = FeatureDataset(args.data_dir, args.audio_feature, args.text_feature, args.video_feature,
-                        feat_type=args.feat_type, label_path=args.label_path)
+def resolve(parser, argv) -> List[RunConfig]:
+    """The entry point's one resolution of the command line: a RunConfig per model and seed."""
+    values = vars(parser.parse_args(argv))
+    models = [m.strip() for m in values["model"].split(",") if m.strip()]
+    for m in models:                            # unknown names fail before any work
+        try:
+            registry.get_model_entry(m)
+        except KeyError as exc:
+            raise ConfigError(exc.args[0]) from None
+    grid = registry.repo_yaml_path()
+    return run_config.resolve_runs(parser, argv, runner="train", models=models, values=values,
+                                   derived=default_features(values),
+                                   default_yaml=grid if os.path.isfile(grid) else None, out_flag="--out")
+
+
+def load_data(cfg: RunConfig):
+    ds = FeatureDataset(cfg.data_dir, *cfg.features, feat_type=cfg.feat_type, label_path=cfg.label_path)
     splits = ds.splits()
     if "train" not in splits:
         raise DataError(f"{ds.label_file} has no train_corpus")
@@ -91,100 +109,96 @@ def load_data(args):
     return ds, train, tests
 
 
-def train_parallel(args, model_name, build, train, tests, splits, opts, device, keep):
+def model_setup(cfg: RunConfig, ds, train):
+    """(model args, TrainOptions) of one run: the configuration plus what the data decides (dims, classes,
+    whether there is valence)."""
+    has_valence = train.has_valence
+    data = dict(output_dim1=ds.num_classes, output_dim2=1 if has_valence else 0,
+                metric_name="emoval" if has_valence else "emo")
+    audio_dim, text_dim, video_dim = ds.dims(train)
+    margs = cfg.namespace(audio_dim=audio_dim, text_dim=text_dim, video_dim=video_dim, **data)
+    return margs, dataclasses.replace(cfg.training, **data)
+
+
+def train_parallel(cfg: RunConfig, build, train, tests, splits, opts, device):
     """All folds at once (parallel.train_folds) on device-resident data; None, with a note, where unsupported."""
     try:
-        seeds = [args.seed + k for k in range(len(splits))]
+        seeds = [cfg.seed + k for k in range(len(splits))]
         folds = parallel.train_folds(build, parallel.DeviceData.from_split(train, device), splits,
-                                    [parallel.DeviceData.from_split(t, device) for t in tests], opts, device,
-                                    mer_results, seeds=seeds, batch_size=args.batch_size, keep_state=keep,
-                                    compile=args.compile, desc=f"{model_name} {len(splits)} folds",
-                                    evals=validation_sets(args, train, splits, seeds, device))
-        parallel.announce(model_name, len(splits), quiet=args.quiet)
+                                     [parallel.DeviceData.from_split(t, device) for t in tests], opts, device,
+                                     mer_results, seeds=seeds, batch_size=cfg.batch_size, keep_state=cfg.keep_state,
+                                     compile=cfg.compile, desc=f"{cfg.model} {len(splits)} folds",
+                                     evals=validation_sets(cfg, train, splits, seeds, device))
+        parallel.announce(cfg.model, len(splits), quiet=cfg.quiet)
         return folds
     except parallel.ParallelUnsupported as exc:
-        parallel.announce(model_name, len(splits), exc)
+        parallel.announce(cfg.model, len(splits), exc)
         return None
 
 
-def validation_sets(args, train, splits, seeds, device):
+def validation_sets(cfg: RunConfig, train, splits, seeds, device):
     """The folds' ``--select_on`` validation sets as device rows (None for clean), built from the same
     loaders the sequential loop validates on."""
-    return parallel.validation_sets([SplitLoader(train.subset(ev), args.batch_size) for _, ev in splits],
-                                    args.select_on, seeds, device)
+    return parallel.validation_sets([SplitLoader(train.subset(ev), cfg.batch_size) for _, ev in splits],
+                                    cfg.select_on, seeds, device)
 
 
-def train_seeds(runs, model_name, ds, train, tests, device):
+def train_seeds(runs: List[RunConfig], ds, train, tests, device):
     """``--parallel_seeds``: the folds of every seed at once, one stacked model of S x K splits (seed s's
     folds are fold_indices(n, K, s) with init and data-order seeds s + k, as its own run's). Per run its
     K FoldResults, or Nones (with a note: the seeds then train one after another) where that cannot be."""
-    args, seeds = runs[0], [r.seed for r in runs]
+    first, seeds = runs[0], [r.seed for r in runs]
     which = f"seeds {','.join(map(str, seeds))}"
     try:
-        if not args.fold_parallel:
+        if not first.fold_parallel:
             raise parallel.ParallelUnsupported("--no_fold_parallel")
-        setups = [model_setup(r, model_name, ds, train) for r in runs]
-        margs, opts = setups[0]
-        same = lambda m: {k: v for k, v in vars(m).items() if k not in ("seed", "out")}  # noqa: E731
-        if any(same(m) != same(margs) or o != opts for m, o in setups[1:]):
+        margs, opts = model_setup(first, ds, train)
+        if any(r.settings != first.settings or r.training != first.training for r in runs[1:]):
             raise parallel.ParallelUnsupported("the seeds draw different settings (--tune); one stacked model "
                                                "needs one architecture")
-        k_folds = args.folds
+        k_folds = first.folds
         splits = [sp for s in seeds for sp in fold_indices(len(train), k_folds, s)]
         fold_seeds = [s + k for s in seeds for k in range(k_folds)]
-        folds = parallel.train_folds(lambda: registry.create_model(model_name, margs),
+        folds = parallel.train_folds(lambda: registry.create_model(first.model, margs),
                                      parallel.DeviceData.from_split(train, device), splits,
                                      [parallel.DeviceData.from_split(t, device) for t in tests], opts, device,
-                                     mer_results, seeds=fold_seeds, evals=validation_sets(args, train, splits, fold_seeds, device),
-                                     rng_seed=seeds[0], batch_size=args.batch_size,
-                                     keep_state=args.savemodel or args.robust_eval, compile=args.compile,
-                                     desc=f"{model_name} {len(seeds)} seeds x {k_folds} folds")
+                                     mer_results, seeds=fold_seeds,
+                                     evals=validation_sets(first, train, splits, fold_seeds, device),
+                                     rng_seed=seeds[0], batch_size=first.batch_size, keep_state=first.keep_state,
+                                     compile=first.compile, desc=f"{first.model} {len(seeds)} seeds x {k_folds} folds")
     except parallel.ParallelUnsupported as exc:
-        print(f"note: {model_name}: training {which} one after another, not as one stacked model ({exc})", flush=True)
+        print(f"note: {first.model}: training {which} one after another, not as one stacked model ({exc})", flush=True)
         return [None] * len(runs)
-    print(f"parallel seeds: {which} of {model_name} trained at once ({len(seeds)} x {k_folds} folds, "
+    print(f"parallel seeds: {which} of {first.model} trained at once ({len(seeds)} x {k_folds} folds, "
           f"one stacked model)", flush=True)        # even with --quiet: the launcher's logs say which path ran
     return [folds[j * k_folds:(j + 1) * k_folds] for j in range(len(seeds))]
 
 
-def model_setup(args, model_name, ds, train):
-    """(model args, TrainOptions) of one model for one run (``args.seed`` picks a --tune draw)."""
-    default_yaml = registry.repo_yaml_path() if os.path.isfile(registry.repo_yaml_path()) else None
-    margs = options.resolve_model_args(args, model_name, hyper_path=args.hyper_path,
-                                       tune_path=options.tune_source(args, model_name, default_yaml), seed=args.seed)
-    margs.audio_dim, margs.text_dim, margs.video_dim = ds.dims(train)
-    margs.output_dim1 = ds.num_classes
-    margs.output_dim2 = 1 if train.has_valence else 0
-    margs.metric_name = "emoval" if train.has_valence else "emo"
-    return margs, engine.TrainOptions.from_args(args, margs)
-
-
-def train_model(args, model_name, ds, train, tests, device, stamp, folds=None):
+def train_model(cfg: RunConfig, ds, train, tests, device, stamp, folds=None):
     """MERBench's protocol for one model; returns its summary dict (``folds``: trained already, by train_seeds)."""
-    margs, opts = model_setup(args, model_name, ds, train)
-    prefix = report.result_prefix([args.audio_feature, args.text_feature, args.video_feature], args.dataset,
-                                  model_name, args.feat_type)
-    test_loaders = [SplitLoader(t, args.batch_size) for t in tests]
-    splits = fold_indices(len(train), args.folds, args.seed)
+    margs, opts = model_setup(cfg, ds, train)
+    model_name = cfg.model
+    prefix = report.result_prefix(list(cfg.features), cfg.dataset, model_name, cfg.feat_type)
+    test_loaders = [SplitLoader(t, cfg.batch_size) for t in tests]
+    splits = fold_indices(len(train), cfg.folds, cfg.seed)
     build = lambda: registry.create_model(model_name, margs)  # noqa: E731
-    keep = args.savemodel or args.robust_eval
-    if args.fold_parallel and folds is None:
-        folds = train_parallel(args, model_name, build, train, tests, splits, opts, device, keep)
+    if cfg.fold_parallel and folds is None:
+        folds = train_parallel(cfg, build, train, tests, splits, opts, device)
     for k, (tr_idx, ev_idx) in enumerate(splits if folds is None else []):
-        runtime.seed_everything(args.seed + k)
-        result = engine.train_fold(build, SplitLoader(train.subset(tr_idx), args.batch_size, shuffle=True, seed=args.seed + k),
-                                   selection.eval_loader(SplitLoader(train.subset(ev_idx), args.batch_size),
-                                                         args.select_on, args.seed + k), test_loaders, opts, device,
-                                   mer_results, desc=f"{model_name} fold {k + 1}/{args.folds}", keep_state=keep)
+        runtime.seed_everything(cfg.seed + k)
+        result = engine.train_fold(build, SplitLoader(train.subset(tr_idx), cfg.batch_size, shuffle=True, seed=cfg.seed + k),
+                                   selection.eval_loader(SplitLoader(train.subset(ev_idx), cfg.batch_size),
+                                                         cfg.select_on, cfg.seed + k), test_loaders, opts, device,
+                                   mer_results, desc=f"{model_name} fold {k + 1}/{cfg.folds}", keep_state=cfg.keep_state)
         folds = (folds or []) + [result]
-    stds = robust_eval.feature_std(SplitLoader(train, args.batch_size)) if keep else None   # noise scale: train
+    stds = robust_eval.feature_std(SplitLoader(train, cfg.batch_size)) if cfg.keep_state else None   # noise scale: train
     for k, result in enumerate(folds):
-        if args.savemodel:
-            result.save_checkpoint(os.path.join(args.out, "models", f"{prefix}_fold{k + 1}_{stamp}.pt"),
-                                   model_name, margs, k + 1, feature_std=stds)
-        if not args.quiet:
-            print(f"  {model_name} fold {k + 1}/{args.folds}: best epoch {result.best_epoch}, "
-                  f"eval {margs.metric_name} {result.best_metric:.4f} ({result.seconds:.1f}s)", flush=True)
+        if cfg.savemodel:
+            result.save_checkpoint(os.path.join(cfg.out, "models", f"{prefix}_fold{k + 1}_{stamp}.pt"),
+                                   model_name, margs, k + 1, feature_std=stds, config=cfg.record())
+        if not cfg.quiet:
+            print(f"  {model_name} fold {k + 1}/{cfg.folds}: best epoch {result.best_epoch}, "
+                  f"eval {opts.metric_name} {result.best_metric:.4f} ({result.seconds:.1f}s)", flush=True)
     tests_summary, by_condition, files = {}, {}, []
     for j, t in enumerate(tests):
         results, tag = metrics.average_folds(folds, j, mer_results, opts.average)
@@ -192,29 +206,27 @@ def train_model(args, model_name, ds, train, tests, device, stamp, folds=None):
         avg = conditions.fold_average([f.test_results[j] for f in folds], opts.average)
         by_condition[t.name] = conditions.per_condition(
             avg["names"], avg.get("emoprobs", []), avg.get("emolabels", []), avg.get("valpreds", []),
-            avg.get("vallabels", []), conditions.sample_groups(test_loaders[j], args.data_dir, t.name), mer_results)
-        path = report.unique_path(os.path.join(args.out, "result", f"{t.name}_{prefix}_{tag}_{stamp}.npz"))
+            avg.get("vallabels", []), conditions.sample_groups(test_loaders[j], cfg.data_dir, t.name), mer_results)
+        path = report.unique_path(os.path.join(cfg.out, "result", f"{t.name}_{prefix}_{tag}_{stamp}.npz"))
         report.atomic_save_npz(path, args=np.array(vars(margs), dtype=object), names=np.array(t.names),
                                **{k: v for k, v in results.items() if isinstance(v, np.ndarray)})
         files.append(path)
     robust_rows = []
-    if args.robust_eval:
-        models = engine.restore_models(folds, lambda: registry.create_model(model_name, margs), device)
+    if cfg.robust_eval:
+        models = engine.restore_models(folds, build, device)
         robust_rows = robust_eval.robust_evaluate(
             models, OrderedDict((t.name, loader) for t, loader in zip(tests, test_loaders)), device, stds=stds,
-            conditions=robust_eval.all_conditions(args.robust_kinds.split(",")), seed=args.robust_seed,
-            output_dim1=margs.output_dim1, output_dim2=margs.output_dim2, model_name=model_name,
-            progress=not args.quiet, amp=opts.amp)
+            conditions=robust_eval.all_conditions(cfg.robust_kinds), seed=cfg.robust_seed,
+            output_dim1=opts.output_dim1, output_dim2=opts.output_dim2, model_name=model_name,
+            progress=not cfg.quiet, amp=opts.amp)
     return {
-        "model": model_name, "dataset": args.dataset, "feat_type": args.feat_type,
-        "features": [args.audio_feature, args.text_feature, args.video_feature],
-        "settings": options.model_settings(margs, model_name), "protocol": options.protocol(args),
-        "seed": args.seed, "metric": margs.metric_name,
+        "model": model_name, "dataset": cfg.dataset, "feat_type": cfg.feat_type, "features": list(cfg.features),
+        "settings": dict(cfg.settings), "protocol": cfg.protocol_record(), "seed": cfg.seed, "metric": opts.metric_name,
         "cv": engine.cv_summary(folds), "tests": tests_summary, "tests_by_condition": by_condition,
         "result_files": files,
         "folds": [f.record(k, tests={t.name: summarise(r) for t, r in zip(tests, f.test_results)})
                   for k, f in enumerate(folds)],
-        "seconds": float(sum(f.seconds for f in folds)), "robust": robust_rows,
+        "seconds": float(sum(f.seconds for f in folds)), "robust": robust_rows, "config": cfg.record(),
     }
 
 
@@ -230,20 +242,6 @@ def robust_eval_digest(rows, test="test1") -> str:
     return f"robust evaluation on {sel[0]['test']} ({metric}):\n" + report.markdown_table(headers, body)
 
 
-def seed_runs(args):
-    """One copy of ``args`` per seed of ``--seeds`` (else ``--seed``): its seed and its output folder."""
-    try:
-        seeds = options.run_seeds(args, "--out", args.out)
-    except ValueError as exc:
-        raise DataError(str(exc)) from None
-    runs = []
-    for s in seeds:
-        r = copy.copy(args)
-        r.seed, r.out = s, options.per_seed(args.out, s)
-        runs.append(r)
-    return runs
-
-
 def stamps(n: int):
     """n distinct timestamps (one per seed run: their file names never collide in a shared folder)."""
     out = []
@@ -256,7 +254,7 @@ def stamps(n: int):
     return out
 
 
-def write_report(args, summaries: dict, tests, stamp):
+def write_report(cfg: RunConfig, summaries: dict, tests, stamp):
     """One run's comparison table (per condition group too): printed and written to summary_<stamp>.md."""
     table = report.comparison_table({m: s["tests"] for m, s in summaries.items()}, [t.name for t in tests])
     for t in tests:     # per condition group (recorded conditions, else missing patterns)
@@ -264,53 +262,49 @@ def write_report(args, summaries: dict, tests, stamp):
         if len(next(iter(by_model.values()))) > 2:
             for metric in ("f1", "emoval") if t.has_valence else ("f1",):
                 table += f"\n\n{t.name} {metric} by condition:\n" + conditions.condition_table(by_model, metric)
-    report.atomic_write_text(report.unique_path(os.path.join(args.out, f"summary_{stamp}.md")), table + "\n")
+    report.atomic_write_text(report.unique_path(os.path.join(cfg.out, f"summary_{stamp}.md")), table + "\n")
     print(table)
-    if args.robust_eval:
+    if cfg.robust_eval:
         rows = [r for s in summaries.values() for r in s["robust"]]
-        paths = robust_eval.write_reports(rows, os.path.join(args.out, "robust"), f"robust_{stamp}")
+        paths = robust_eval.write_reports(rows, os.path.join(cfg.out, "robust"), f"robust_{stamp}")
         print("\n" + robust_eval_digest(rows))
         print("robust evaluation: " + ", ".join(paths.values()))
 
 
-def run(args) -> dict:
+def run(configs: List[RunConfig]) -> dict:
     """Model name -> summary (with --seeds: seed -> that, each seed as its own --seed run)."""
-    models = [m.strip() for m in args.model.split(",") if m.strip()]
-    for m in models:                            # unknown names fail before any work
-        try:
-            registry.get_model_entry(m)
-        except KeyError as exc:
-            raise DataError(exc.args[0]) from None
-    runs = seed_runs(args)
-    device = runtime.resolve_device(args.device)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    ds, train, tests = load_data(args)
-    for r in runs:
-        r.audio_feature, r.text_feature, r.video_feature = args.audio_feature, args.text_feature, args.video_feature
-    run_stamps = stamps(len(runs))
-    summaries = [OrderedDict() for _ in runs]
+    first = configs[0]
+    device = runtime.resolve_device(first.device)
+    if first.threads > 0:
+        torch.set_num_threads(first.threads)
+    ds, train, tests = load_data(first)
+    models = list(dict.fromkeys(c.model for c in configs))
+    seeds = list(first.seeds)
+    run_stamps = stamps(len(seeds))
+    summaries = [OrderedDict() for _ in seeds]
     for m in models:
-        stacked = (train_seeds(runs, m, ds, train, tests, device) if args.parallel_seeds and len(runs) > 1
+        runs = [c for c in configs if c.model == m]                   # one per seed, in --seeds order
+        stacked = (train_seeds(runs, ds, train, tests, device) if first.parallel_seeds and len(runs) > 1
                    else [None] * len(runs))
-        for r, stamp, folds, out in zip(runs, run_stamps, stacked, summaries):
-            out[m] = train_model(r, m, ds, train, tests, device, stamp, folds=folds)
-            path = report.unique_path(os.path.join(r.out, f"summary_{m}_{stamp}.json"))
+        for cfg, stamp, folds, out in zip(runs, run_stamps, stacked, summaries):
+            out[m] = train_model(cfg, ds, train, tests, device, stamp, folds=folds)
+            path = report.unique_path(os.path.join(cfg.out, f"summary_{m}_{stamp}.json"))
             out[m]["summary_file"] = report.write_json(path, out[m])
-    for r, stamp, out in zip(runs, run_stamps, summaries):
-        if len(runs) > 1:
-            print(f"\nseed {r.seed}:")
-        write_report(r, out, tests, stamp)
-    if args.seeds is None:
+    for cfg, stamp, out in zip(configs, run_stamps, summaries):      # the first model's configs: one per seed
+        if len(seeds) > 1:
+            print(f"\nseed {cfg.seed}:")
+        write_report(cfg, out, tests, stamp)
+    if first.flags.get("seeds") is None:
         return summaries[0]
-    return OrderedDict((r.seed, out) for r, out in zip(runs, summaries))
+    return OrderedDict((s, out) for s, out in zip(seeds, summaries))
 
 
 def main(argv=None):
-    args = options.apply_protocol(build_parser().parse_args(argv))
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        run(args)
-    except (DataError, FloatingPointError, ValueError) as exc:
+        run(resolve(parser, argv))
+    except (ConfigError, DataError, FloatingPointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
