@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from merbench_plugins import fileio
 from merbench_plugins.evaluate import report
 from merbench_plugins.train import runner
 from whole_run import QUICK, setup   # benchmarks/ is on the path when a script here runs
@@ -26,8 +27,10 @@ def timed_runs(base, model, seeds, stacked, ds, train, tests, device):
     runs = runner.resolve(runner.build_parser(), base + ["--model", model, "--seeds", ",".join(map(str, seeds))])
     t, c = time.perf_counter(), time.process_time()
     folds = runner.train_seeds(runs, ds, train, tests, device) if stacked else [None] * len(runs)
-    out = [runner.train_model(r, ds, train, tests, device, report.timestamp(), folds=f)
-           for r, f in zip(runs, folds)]
+    out = []
+    for r, f in zip(runs, folds):
+        with fileio.StagedOutputs(r.out) as stage:
+            out.append(runner.train_model(r, ds, train, tests, device, report.timestamp(), stage, folds=f))
     return (time.perf_counter() - t, time.process_time() - c), [o["tests"][tests[0].name] for o in out]
 
 

@@ -21,7 +21,7 @@ import time
 import torch
 
 from merbench_plugins.data.synthetic import generate
-from merbench_plugins import runtime
+from merbench_plugins import fileio, runtime
 from merbench_plugins.evaluate import report
 from merbench_plugins.train import engine, parallel, runner
 
@@ -95,7 +95,8 @@ def main(argv=None):
                 cfg = runner.resolve(runner.build_parser(), base + flags + ["--epochs", str(epochs), "--model", model])[0]
                 sync(device)
                 t = time.perf_counter()
-                summary = runner.train_model(cfg, ds, train, tests, device, report.timestamp())
+                with fileio.StagedOutputs(cfg.out) as stage:
+                    summary = runner.train_model(cfg, ds, train, tests, device, report.timestamp(), stage)
                 sync(device)
                 elapsed = (time.perf_counter() - t) * a.epochs / epochs
                 seconds[model, name] = min(seconds.get((model, name), float("inf")), elapsed)

@@ -1,6 +1,7 @@
 """Where and how tensors run: device choice (CPU fallback), seeding, mixed precision."""
 import contextlib
 import random
+from typing import List
 
 import numpy as np
 import torch
@@ -47,3 +48,11 @@ def grad_scaler(device: torch.device, enabled: bool):
     if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
         return torch.amp.GradScaler("cuda", enabled=enabled)
     return torch.cuda.amp.GradScaler(enabled=enabled)
+
+
+def fold_seeds(seed: int, folds: int) -> List[int]:
+    """Fold k's seed (initialisation, data order, dropout noise) in a run with ``seed``: one independent stream
+    per fold, ``numpy.random.SeedSequence(seed).spawn(folds)``, so no fold of one seed shares a stream with a
+    fold of another (with ``seed + k``, seed 0's fold 2 was seed 1's fold 1). Fold k's seed does not depend
+    on how many folds there are."""
+    return [int(child.generate_state(1)[0]) for child in np.random.SeedSequence(seed).spawn(folds)]

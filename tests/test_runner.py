@@ -65,7 +65,7 @@ def copy_data(src, dst):
     ("missing_feature_dir", "feature folder not found:"),
     ("missing_feature_file", "missing feature file"),
     ("dim_mismatch", "has dim 5"),
-    ("nan_feature", "contains NaN or inf"),
+    ("nan_feature", "non-finite values (NaN/inf)"),
     ("empty_corpus", "corpus in"),
 ])
 def test_bad_input_one_line_error_nothing_written(tiny_data, tmp_path, capsys, case, message):

@@ -9,15 +9,15 @@ Frame sequences are zero-padded at the front to the longest in the split, as MER
 import glob
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ..constants import MISSING_VALENCE
+from ..constants import MER2023_EMOTIONS, MISSING_VALENCE  # noqa: F401  (MER2023_EMOTIONS re-exported)
+from . import checks
 
-MER2023_EMOTIONS = ("neutral", "angry", "happy", "sad", "worried", "surprise")
 MODALITY_KEYS = ("audios", "texts", "videos")
 
 
@@ -34,6 +34,7 @@ class Split:
     features: Dict[str, torch.Tensor]   # 'audios'|'texts'|'videos' -> [N, D] or [N, T, D]
     emos: torch.Tensor                  # [N] long
     vals: torch.Tensor                  # [N] float, -10 = unknown
+    nonfinite: Dict[str, int] = field(default_factory=dict)   # modality -> samples zeroed (--nonfinite missing)
 
     def __len__(self):
         return len(self.names)
@@ -102,21 +103,29 @@ def read_corpus(label_file: str, split: str):
     return corpus
 
 
-def emotion_vocabulary(corpus: dict) -> Sequence[str]:
+def emotion_vocabulary(corpus: dict, known: Sequence[str] = ()) -> Sequence[str]:
+    """The class names in index order: ``known`` (the dataset's emotion set, or --emotions) when given, else
+    MER2023's six when the labels are among them, else the labels sorted; () for integer labels."""
     labels = {v["emo"] for v in corpus.values()}
+    if known:
+        return tuple(known)
     if all(isinstance(e, str) for e in labels):
         return MER2023_EMOTIONS if labels <= set(MER2023_EMOTIONS) else tuple(sorted(labels))
     return ()  # integer labels: used as they are
 
 
-def encode_labels(corpus: dict, vocab: Sequence[str], split: str):
+def encode_labels(corpus: dict, vocab: Sequence[str], split: str, label_file: str = "the labels"):
     emos, vals = [], []
     index = {e: i for i, e in enumerate(vocab)}
+    unknown = sorted({str(v.get("emo")) for v in corpus.values() if isinstance(v.get("emo"), str) and v["emo"] not in index})
+    if unknown and vocab:
+        names = [n for n, v in corpus.items() if str(v.get("emo")) in unknown]
+        raise DataError(f"{label_file}, {split}: emotion label(s) {', '.join(map(repr, unknown))} are not in the "
+                        f"dataset's emotion set ({', '.join(vocab)}): samples {checks.named(names)}; fix the labels, "
+                        f"or pass --emotions with the full class list")
     for name, label in corpus.items():
         emo = label.get("emo")
         if isinstance(emo, str):
-            if emo not in index:
-                raise DataError(f"{split}/{name}: emotion {emo!r} is not in the training vocabulary {list(vocab)}")
             emo = index[emo]
         emos.append(int(emo))
         val = label.get("val", "")
@@ -124,7 +133,7 @@ def encode_labels(corpus: dict, vocab: Sequence[str], split: str):
     return torch.tensor(emos, dtype=torch.long), torch.tensor(vals, dtype=torch.float)
 
 
-def load_feature(feature_dir: str, name: str) -> np.ndarray:
+def load_feature(feature_dir: str, name: str, check_finite: bool = True) -> np.ndarray:
     path = os.path.join(feature_dir, name + ".npy")
     if os.path.isfile(path):
         x = np.load(path)
@@ -140,7 +149,7 @@ def load_feature(feature_dir: str, name: str) -> np.ndarray:
         x = x[None]
     if x.ndim != 2:
         raise DataError(f"{path}: expected [D] or [T, D], got shape {tuple(x.shape)}")
-    if not np.isfinite(x).all():
+    if check_finite and not np.isfinite(x).all():
         raise DataError(f"{path}: feature of sample {name!r} contains NaN or inf")
     return x
 
@@ -148,7 +157,7 @@ def load_feature(feature_dir: str, name: str) -> np.ndarray:
 def stack_features(feature_dir: str, names: List[str], feat_type: str) -> torch.Tensor:
     if not os.path.isdir(feature_dir):
         raise DataError(f"feature folder not found: {feature_dir}")
-    seqs = [load_feature(feature_dir, n) for n in names]
+    seqs = [load_feature(feature_dir, n, check_finite=False) for n in names]      # checked per split, all named
     dims = Counter(s.shape[1] for s in seqs)
     dim = dims.most_common(1)[0][0]
     for n, s in zip(names, seqs):
@@ -168,7 +177,10 @@ class FeatureDataset:
     """A MERBench-layout dataset folder: ``load('train')`` etc. return :class:`Split` objects."""
 
     def __init__(self, root: str, audio_feature: str, text_feature: str, video_feature: str,
-                 feat_type: str = "utt", label_path: Optional[str] = None):
+                 feat_type: str = "utt", label_path: Optional[str] = None, dataset: str = "",
+                 emotions: Sequence[str] = (), nonfinite: str = "error"):
+        """``dataset`` / ``emotions``: the emotion set labels are checked against (:func:`checks.emotion_set`);
+        ``nonfinite``: refuse non-finite features (``error``) or zero that modality (``missing``)."""
         if feat_type not in ("utt", "frm_align", "frm_unalign"):
             raise DataError(f"feat_type={feat_type!r}: expected utt, frm_align or frm_unalign")
         self.root, self.feat_type = root, feat_type
@@ -181,7 +193,10 @@ class FeatureDataset:
             if not os.path.isdir(path):
                 have = sorted(os.listdir(os.path.join(root, "features"))) if os.path.isdir(os.path.join(root, "features")) else []
                 raise DataError(f"feature folder not found: {path}" + (f" (available: {', '.join(have)})" if have else ""))
-        self.vocab = emotion_vocabulary(read_corpus(self.label_file, "train"))
+        if nonfinite not in checks.NONFINITE_POLICIES:
+            raise DataError(f"--nonfinite {nonfinite!r}: use {' or '.join(checks.NONFINITE_POLICIES)}")
+        self.nonfinite = nonfinite
+        self.vocab = emotion_vocabulary(read_corpus(self.label_file, "train"), checks.emotion_set(dataset, emotions))
 
     def splits(self) -> List[str]:
         with np.load(self.label_file, allow_pickle=True) as npz:
@@ -191,16 +206,22 @@ class FeatureDataset:
     def num_classes(self) -> int:
         if self.vocab:
             return len(self.vocab)
-        emos, _ = encode_labels(read_corpus(self.label_file, "train"), self.vocab, "train")  # labels only, no features
+        emos, _ = encode_labels(read_corpus(self.label_file, "train"), self.vocab, "train",
+                                self.label_file)           # labels only, no features
         return int(emos.max()) + 1
 
     def load(self, split: str) -> Split:
         corpus = read_corpus(self.label_file, split)
         names = list(corpus)
-        emos, vals = encode_labels(corpus, self.vocab, split)
+        emos, vals = encode_labels(corpus, self.vocab, split, self.label_file)
+        checks.check_labels(emos, vals, names, self.num_classes, split, self.vocab)
         feats = {k: stack_features(os.path.join(self.root, "features", f), names, self.feat_type)
                  for k, f in self.feature_names.items()}
-        return Split(split, names, feats, emos, vals)
+        found = checks.nonfinite_samples(feats, names)
+        if self.nonfinite == "error":
+            checks.refuse_nonfinite(found, split, {k: os.path.join(self.root, "features", f)
+                                                   for k, f in self.feature_names.items()})
+        return Split(split, names, feats, emos, vals, nonfinite=checks.zero_samples(feats, found, names))
 
     def dims(self, split: Split):
         return tuple(split.features[k].shape[-1] for k in MODALITY_KEYS)

@@ -18,7 +18,9 @@ from typing import List
 import numpy as np
 import torch
 
+from .. import fileio, registry
 from ..constants import MISSING_VALENCE
+from ..data import checks
 from .. import runtime
 from ..evaluate import conditions, metrics, report
 from ..evaluate.metrics import summarise
@@ -144,6 +146,28 @@ def resolve(parser, argv) -> List[RunConfig]:
                                    out_flag="--save_root")
 
 
+def check_inputs(cfg: RunConfig, args, train_loaders, eval_loaders, test_loaders) -> dict:
+    """MERBench's datasets as loaded, before training: labels within the dataloader's classes, no non-finite
+    feature (refused with the samples named, or zeroed as missing with --nonfinite missing). Returns the
+    zeroed counts per split. Datasets of non-feature models (RAVDESS clips) are left to their own checks."""
+    try:
+        if registry.get_model_entry(cfg.model).dataset != "feat":
+            return {}
+    except KeyError:
+        pass                                     # a MERBench model: feature data
+    feature_names = dict(zip(checks.MODALITY_KEYS, cfg.features))
+    datasets = [("train", train_loaders[0].dataset)]
+    datasets += [("eval", loader.dataset) for loader in eval_loaders[:1] if loader.dataset is not train_loaders[0].dataset]
+    datasets += [(f"test{j + 1}", loader.dataset) for j, loader in enumerate(test_loaders)]
+    out = {}
+    for split, dataset in datasets:
+        zeroed = checks.check_dataset(dataset, split, getattr(args, "output_dim1", 0) or 0, cfg.nonfinite, feature_names)
+        if zeroed:
+            print(f"note: {split}: non-finite features treated as missing (--nonfinite missing): {zeroed}", flush=True)
+            out[split] = zeroed
+    return out
+
+
 class Run:
     """One seed's run: its configuration, MERBench's namespace and loaders for it, and what its outputs need."""
 
@@ -161,9 +185,6 @@ def prepare_run(cfg: RunConfig, get_dataloaders, config) -> Run:
     args = cfg.namespace()
     print("args:", args, flush=True)
 
-    result_dir, model_dir = os.path.join(cfg.out, "result"), os.path.join(cfg.out, "model")
-    os.makedirs(result_dir, exist_ok=True)
-    os.makedirs(model_dir, exist_ok=True)
     features = [f for f in cfg.features if f is not None]
     prefix = report.result_prefix(features, cfg.dataset, cfg.model, cfg.feat_type, cfg.flags.get("e2e_name"))
     if cfg.flags.get("train_dataset") is not None:
@@ -177,11 +198,12 @@ def prepare_run(cfg: RunConfig, get_dataloaders, config) -> Run:
     # datasets with disjoint test sets per fold (RAVDESS actor folds) expose them per fold: each fold
     # is scored on its own test set and the folds are summarised as mean ± std, not averaged
     fold_tests = getattr(getattr(dataloader_class, "dataloader", dataloader_class), "fold_test_loaders", None) or None
+    nonfinite = check_inputs(cfg, args, train_loaders, eval_loaders, test_loaders)
     opts = dataclasses.replace(cfg.training, output_dim1=args.output_dim1, output_dim2=args.output_dim2,
                                metric_name=args.metric_name)
-    return Run(cfg=cfg, args=args, features=features, result_dir=result_dir, model_dir=model_dir, prefix=prefix,
+    return Run(cfg=cfg, args=args, features=features, prefix=prefix,
                train_loaders=train_loaders, eval_loaders=eval_loaders, test_loaders=test_loaders, calc=calc,
-               fold_tests=fold_tests, opts=opts, config=config)
+               fold_tests=fold_tests, opts=opts, config=config, nonfinite=nonfinite)
 
 
 def train_parallel(run: Run, get_models, device):
@@ -194,7 +216,7 @@ def train_parallel(run: Run, get_models, device):
         splits = [(fold_indices(tr, dataset), fold_indices(ev, dataset)) for tr, ev in zip(train_loaders, eval_loaders)]
         data = parallel.DeviceData.from_dataset(dataset, device)
         tests = [parallel.DeviceData.from_dataset(t.dataset, device) for t in run.test_loaders]
-        seeds = [cfg.seed + k for k in range(len(splits))]
+        seeds = runtime.fold_seeds(cfg.seed, len(splits))
         folds = parallel.train_folds(lambda: get_models(run.args), data, splits, tests, run.opts, device, run.calc,
                                      seeds=seeds, evals=parallel.validation_sets(eval_loaders, cfg.select_on, seeds, device),
                                      batch_size=train_loaders[0].batch_size, keep_state=cfg.keep_state,
@@ -211,10 +233,11 @@ def train_run(run: Run, get_models, device):
     cfg, folds = run.cfg, []
     if cfg.fold_parallel:
         folds = train_parallel(run, get_models, device) or []
+    seeds = runtime.fold_seeds(cfg.seed, len(run.train_loaders))
     for k in range(0 if folds else len(run.train_loaders)):
-        runtime.seed_everything(cfg.seed + k)
+        runtime.seed_everything(seeds[k])
         fold = engine.train_fold(lambda: get_models(run.args), run.train_loaders[k],
-                                 selection.eval_loader(run.eval_loaders[k], cfg.select_on, cfg.seed + k),
+                                 selection.eval_loader(run.eval_loaders[k], cfg.select_on, seeds[k]),
                                  [run.fold_tests[k]] if run.fold_tests else run.test_loaders, run.opts,
                                  device, run.calc, desc=f"{cfg.model} fold {k + 1}/{len(run.train_loaders)}",
                                  keep_state=cfg.keep_state)
@@ -242,7 +265,7 @@ def train_seeds(runs: List[Run], get_models, device):
         splits = [(fold_indices(tr, tr.dataset), fold_indices(ev, ev.dataset))
                   for r in runs for tr, ev in zip(r.train_loaders, r.eval_loaders)]
         k_folds = [len(r.train_loaders) for r in runs]
-        fold_seeds = [s + k for s, n in zip(seeds, k_folds) for k in range(n)]
+        fold_seeds = [fs for s, n in zip(seeds, k_folds) for fs in runtime.fold_seeds(s, n)]
         folds = parallel.train_folds(
             lambda: get_models(runs[0].args), parallel.DeviceData.from_dataset(dataset, device), splits,
             [parallel.DeviceData.from_dataset(t.dataset, device) for t in runs[0].test_loaders], runs[0].opts, device,
@@ -261,7 +284,13 @@ def train_seeds(runs: List[Run], get_models, device):
 
 
 def finish_run(run: Run, folds, get_models, device):
-    """Checkpoints, MERBench's result files, the JSON summary, robust evaluation and the table of one run."""
+    """Checkpoints, MERBench's result files, the JSON summary, robust evaluation and the table of one run,
+    all placed together once written (a run that dies here leaves none of them in save_root)."""
+    with fileio.StagedOutputs(run.cfg.out) as stage:
+        return write_outputs(run, folds, get_models, device, stage)
+
+
+def write_outputs(run: Run, folds, get_models, device, stage: fileio.StagedOutputs):
     cfg, args, prefix, fold_tests, test_loaders, calc, config = (run.cfg, run.args, run.prefix, run.fold_tests,
                                                                  run.test_loaders, run.calc, run.config)
     name_time = time.time()
@@ -271,8 +300,9 @@ def finish_run(run: Run, folds, get_models, device):
         stds = robust_eval.feature_std(run.train_loaders[0], run.eval_loaders[0])
     for k, fold in enumerate(folds):
         if cfg.savemodel:
-            fold.save_checkpoint(os.path.join(run.model_dir, f"{prefix}_fold{k + 1}_{name_time}.pt"), cfg.model, args,
-                                 k + 1, feature_std=stds, config=cfg.record())
+            staged, final = stage.new(os.path.join("model", f"{prefix}_fold{k + 1}_{name_time}.pt"))
+            fold.save_checkpoint(staged, cfg.model, args, k + 1, feature_std=stds, config=cfg.record())
+            fold.checkpoint = final
         print(f">>>>> fold {k + 1}: best epoch {fold.best_epoch}, eval {run.opts.metric_name} {fold.best_metric:.4f}, "
               f"{fold.seconds:.1f}s", flush=True)
 
@@ -280,8 +310,8 @@ def finish_run(run: Run, folds, get_models, device):
     args.duration = float(sum(f.seconds for f in folds))
     cv = engine.cv_summary(folds)
     cv_tag = "_".join(f"{n}:{cv[m]:.4f}" for m, n in (("f1", "f1"), ("acc", "acc"), ("val_mse", "val")) if m in cv)
-    path = f"{run.result_dir}/cv_{prefix}_{cv_tag}_{name_time}.npz"
-    report.atomic_save_npz(path, args=np.array(args, dtype=object))
+    staged, path = stage.new(os.path.join("result", f"cv_{prefix}_{cv_tag}_{name_time}.npz"))
+    report.atomic_save_npz(staged, args=np.array(args, dtype=object))
     print(f"save results in {path}")
     tests = {}
     if fold_tests:
@@ -289,8 +319,8 @@ def finish_run(run: Run, folds, get_models, device):
         tests["test"] = {m: float(np.mean([p[m] for p in per_fold])) for m in per_fold[0]}
         tests["test_std"] = {m: float(np.std([p[m] for p in per_fold])) for m in per_fold[0]}
         tag = "_".join(f"{m}:{tests['test'][m]:.4f}" for m in ("f1", "acc", "uar") if m in tests["test"])
-        path = f"{run.result_dir}/test1_{prefix}_{tag}_{name_time}.npz"
-        report.atomic_save_npz(path, args=np.array(args, dtype=object))
+        staged, path = stage.new(os.path.join("result", f"test1_{prefix}_{tag}_{name_time}.npz"))
+        report.atomic_save_npz(staged, args=np.array(args, dtype=object))
         print(f"per-fold test sets: mean over {len(folds)} folds; save results in {path}")
     by_condition = {}
     for j in range(0 if fold_tests else len(test_loaders)):
@@ -298,8 +328,8 @@ def finish_run(run: Run, folds, get_models, device):
         tests[f"test{j + 1}"] = summarise(results)
         # fold-averaged predictions beside MERBench's args, so runs can be ensembled and analysed
         avg = conditions.fold_average([f.test_results[j] for f in folds], run.opts.average)
-        path = f"{run.result_dir}/test{j + 1}_{prefix}_{tag}_{name_time}.npz"
-        report.atomic_save_npz(path, args=np.array(args, dtype=object), **avg)
+        staged, path = stage.new(os.path.join("result", f"test{j + 1}_{prefix}_{tag}_{name_time}.npz"))
+        report.atomic_save_npz(staged, args=np.array(args, dtype=object), **avg)
         print(f"save results in {path}")
         label_dir = os.path.dirname(getattr(config, "PATH_TO_LABEL", {}).get(cfg.dataset) or "") or None
         groups = conditions.sample_groups(test_loaders[j], label_dir, f"test{j + 1}")
@@ -313,7 +343,8 @@ def finish_run(run: Run, folds, get_models, device):
                "protocol": cfg.protocol_record(), "seed": cfg.seed, "cv": cv, "tests": tests,
                "tests_by_condition": by_condition,
                "folds": [f.record(k, test=summarise(f.test_results[0]) if fold_tests else None)
-                         for k, f in enumerate(folds)], "config": cfg.record()}
+                         for k, f in enumerate(folds)], "fold_seeds": runtime.fold_seeds(cfg.seed, len(folds)),
+               "nonfinite": run.nonfinite, "config": cfg.record()}
     if cfg.robust_eval and fold_tests:
         print("note: --robust_eval needs test sets shared by every fold; skipped for per-fold test sets")
     elif cfg.robust_eval:
@@ -326,9 +357,10 @@ def finish_run(run: Run, folds, get_models, device):
             seed=cfg.robust_seed, with_masks=robust_eval.registry_model(cfg.model), output_dim1=run.opts.output_dim1,
             output_dim2=run.opts.output_dim2, model_name=cfg.model, progress=not cfg.quiet, amp=run.opts.amp)
         summary["robust"] = rows
-        paths = robust_eval.write_reports(rows, os.path.join(cfg.out, "robust"), f"robust_{prefix}_{name_time}")
-        print("robust evaluation: " + ", ".join(paths.values()))
-    path = report.write_json(report.unique_path(os.path.join(cfg.out, "summary", f"{prefix}_{name_time}.json")), summary)
+        paths = robust_eval.write_reports(rows, stage.path("robust"), f"robust_{prefix}_{name_time}")
+        print("robust evaluation: " + ", ".join(stage.final(p) for p in paths.values()))
+    staged, path = stage.new(os.path.join("summary", f"{prefix}_{name_time}.json"))
+    report.write_json(staged, summary)
     print(report.comparison_table({cfg.model: tests}, list(tests)))
     for name, groups in by_condition.items():
         if len(groups) > 2:
@@ -353,6 +385,12 @@ def main(argv=None):
     from toolkit.dataloader import get_dataloaders
     from toolkit.models import get_models
 
+    try:
+        for cfg in configs:                     # an unwritable output folder fails before any work
+            fileio.ensure_writable_dir(cfg.out, "--save_root")
+    except fileio.OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     first = configs[0]
     device = runtime.resolve_device(first.flags["gpu"])
     if device.type == "cuda":
@@ -361,17 +399,21 @@ def main(argv=None):
         cpu_cuda_shim()
     if first.threads > 0:
         torch.set_num_threads(first.threads)
-    if not (first.parallel_seeds and len(configs) > 1):     # one seed at a time: one seed's data in memory at a time
-        for cfg in configs:
-            run = prepare_run(cfg, get_dataloaders, config)
-            print("====== Training and Evaluation =======", flush=True)
-            finish_run(run, train_run(run, get_models, device), get_models, device)
-        return 0
-    runs = [prepare_run(cfg, get_dataloaders, config) for cfg in configs]
-    print("====== Training and Evaluation =======", flush=True)
-    stacked = train_seeds(runs, get_models, device)
-    for run, folds in zip(runs, stacked):
-        finish_run(run, train_run(run, get_models, device) if folds is None else folds, get_models, device)
+    try:
+        if not (first.parallel_seeds and len(configs) > 1):  # one seed at a time: one seed's data in memory at a time
+            for cfg in configs:
+                run = prepare_run(cfg, get_dataloaders, config)
+                print("====== Training and Evaluation =======", flush=True)
+                finish_run(run, train_run(run, get_models, device), get_models, device)
+            return 0
+        runs = [prepare_run(cfg, get_dataloaders, config) for cfg in configs]
+        print("====== Training and Evaluation =======", flush=True)
+        stacked = train_seeds(runs, get_models, device)
+        for run, folds in zip(runs, stacked):
+            finish_run(run, train_run(run, get_models, device) if folds is None else folds, get_models, device)
+    except checks.InputError as exc:           # raised by prepare_run, before its seed trains
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

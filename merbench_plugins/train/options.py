@@ -61,6 +61,10 @@ def add_training_flags(parser: argparse.ArgumentParser, *, merbench: bool = Fals
                         "(see the README's Speed section)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--savemodel", action="store_true", help="save the best checkpoint of every fold")
+    g = parser.add_argument_group("input checks")
+    g.add_argument("--nonfinite", default="error", choices=["error", "missing"],
+                   help="features with NaN/inf: refuse the run, naming the samples (error), or treat that modality of "
+                        "those samples as missing (all zeros; counted in the summary)")
     return add_robust_flags(parser)
 
 

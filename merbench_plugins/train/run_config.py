@@ -59,6 +59,8 @@ class RunConfig:
     robust_eval: bool = False
     robust_kinds: Tuple[str, ...] = ()
     robust_seed: int = 0
+    nonfinite: str = "error"                      # non-finite features: refuse (error) or zero as missing
+    emotions: Tuple[str, ...] = ()                # the emotion classes labels are checked against (--emotions)
     settings: Mapping[str, Any] = field(default_factory=dict)     # the model's hyperparameters as used
     settings_from: str = "declared defaults"      # one line: declared defaults | drawn from PATH | from PATH
     flags: Mapping[str, Any] = field(default_factory=dict)        # every flag's value as used (upstream contract)
@@ -328,6 +330,8 @@ def resolve_runs(parser: argparse.ArgumentParser, argv: Sequence[str], *, runner
                 quiet=bool(values.get("quiet")), savemodel=bool(values.get("savemodel")),
                 robust_eval=bool(values.get("robust_eval")),
                 robust_kinds=tuple(k for k in (values.get("robust_kinds") or "").split(",") if k),
-                robust_seed=values.get("robust_seed", 0), settings=settings, settings_from=note, flags=flags,
+                robust_seed=values.get("robust_seed", 0), nonfinite=values.get("nonfinite") or "error",
+                emotions=tuple(e.strip() for e in (values.get("emotions") or "").split(",") if e.strip()),
+                settings=settings, settings_from=note, flags=flags,
                 source=source, asked=given))
     return configs

@@ -19,7 +19,7 @@ from typing import List
 import numpy as np
 import torch
 
-from .. import registry
+from .. import fileio, registry
 from ..data.merbench_layout import DataError, FeatureDataset, SplitLoader
 from .. import runtime
 from ..evaluate import conditions, metrics, report, robust_eval
@@ -56,6 +56,9 @@ def build_parser():
     g.add_argument("--label_path", help="label npz (default: DATA_DIR/label*.npz)")
     g.add_argument("--dataset", default="MER2023", help="dataset name used in result file names")
     g.add_argument("--folds", type=int, default=5, help="cross-validation folds on train")
+    g.add_argument("--emotions", default=None, metavar="E1,E2,...",
+                   help="the emotion classes in index order; labels outside them are refused (default: MERBench's set "
+                        "for MER2023-MER2026, else the labels found in train)")
     g = p.add_argument_group("run")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:N")
     g.add_argument("--out", default="runs", help="output folder (result/, models/, summary JSON); {seed} in it becomes the run's seed "
@@ -96,7 +99,8 @@ def resolve(parser, argv) -> List[RunConfig]:
 
 
 def load_data(cfg: RunConfig):
-    ds = FeatureDataset(cfg.data_dir, *cfg.features, feat_type=cfg.feat_type, label_path=cfg.label_path)
+    ds = FeatureDataset(cfg.data_dir, *cfg.features, feat_type=cfg.feat_type, label_path=cfg.label_path,
+                        dataset=cfg.dataset, emotions=cfg.emotions, nonfinite=cfg.nonfinite)
     splits = ds.splits()
     if "train" not in splits:
         raise DataError(f"{ds.label_file} has no train_corpus")
@@ -120,10 +124,9 @@ def model_setup(cfg: RunConfig, ds, train):
     return margs, dataclasses.replace(cfg.training, **data)
 
 
-def train_parallel(cfg: RunConfig, build, train, tests, splits, opts, device):
+def train_parallel(cfg: RunConfig, build, train, tests, splits, seeds, opts, device):
     """All folds at once (parallel.train_folds) on device-resident data; None, with a note, where unsupported."""
     try:
-        seeds = [cfg.seed + k for k in range(len(splits))]
         folds = parallel.train_folds(build, parallel.DeviceData.from_split(train, device), splits,
                                      [parallel.DeviceData.from_split(t, device) for t in tests], opts, device,
                                      mer_results, seeds=seeds, batch_size=cfg.batch_size, keep_state=cfg.keep_state,
@@ -145,7 +148,7 @@ def validation_sets(cfg: RunConfig, train, splits, seeds, device):
 
 def train_seeds(runs: List[RunConfig], ds, train, tests, device):
     """``--parallel_seeds``: the folds of every seed at once, one stacked model of S x K splits (seed s's
-    folds are fold_indices(n, K, s) with init and data-order seeds s + k, as its own run's). Per run its
+    folds are fold_indices(n, K, s) with init and data-order seeds fold_seeds(s, K), as its own run's). Per run its
     K FoldResults, or Nones (with a note: the seeds then train one after another) where that cannot be."""
     first, seeds = runs[0], [r.seed for r in runs]
     which = f"seeds {','.join(map(str, seeds))}"
@@ -158,7 +161,7 @@ def train_seeds(runs: List[RunConfig], ds, train, tests, device):
                                                "needs one architecture")
         k_folds = first.folds
         splits = [sp for s in seeds for sp in fold_indices(len(train), k_folds, s)]
-        fold_seeds = [s + k for s in seeds for k in range(k_folds)]
+        fold_seeds = [fs for s in seeds for fs in runtime.fold_seeds(s, k_folds)]
         folds = parallel.train_folds(lambda: registry.create_model(first.model, margs),
                                      parallel.DeviceData.from_split(train, device), splits,
                                      [parallel.DeviceData.from_split(t, device) for t in tests], opts, device,
@@ -174,28 +177,30 @@ def train_seeds(runs: List[RunConfig], ds, train, tests, device):
     return [folds[j * k_folds:(j + 1) * k_folds] for j in range(len(seeds))]
 
 
-def train_model(cfg: RunConfig, ds, train, tests, device, stamp, folds=None):
-    """MERBench's protocol for one model; returns its summary dict (``folds``: trained already, by train_seeds)."""
+def train_model(cfg: RunConfig, ds, train, tests, device, stamp, stage: fileio.StagedOutputs, folds=None):
+    """MERBench's protocol for one model; returns its summary dict (``folds``: trained already, by train_seeds).
+    Its files are written through ``stage``: in place only once the whole run is done."""
     margs, opts = model_setup(cfg, ds, train)
     model_name = cfg.model
     prefix = report.result_prefix(list(cfg.features), cfg.dataset, model_name, cfg.feat_type)
     test_loaders = [SplitLoader(t, cfg.batch_size) for t in tests]
-    splits = fold_indices(len(train), cfg.folds, cfg.seed)
+    splits, seeds = fold_indices(len(train), cfg.folds, cfg.seed), runtime.fold_seeds(cfg.seed, cfg.folds)
     build = lambda: registry.create_model(model_name, margs)  # noqa: E731
     if cfg.fold_parallel and folds is None:
-        folds = train_parallel(cfg, build, train, tests, splits, opts, device)
+        folds = train_parallel(cfg, build, train, tests, splits, seeds, opts, device)
     for k, (tr_idx, ev_idx) in enumerate(splits if folds is None else []):
-        runtime.seed_everything(cfg.seed + k)
-        result = engine.train_fold(build, SplitLoader(train.subset(tr_idx), cfg.batch_size, shuffle=True, seed=cfg.seed + k),
+        runtime.seed_everything(seeds[k])
+        result = engine.train_fold(build, SplitLoader(train.subset(tr_idx), cfg.batch_size, shuffle=True, seed=seeds[k]),
                                    selection.eval_loader(SplitLoader(train.subset(ev_idx), cfg.batch_size),
-                                                         cfg.select_on, cfg.seed + k), test_loaders, opts, device,
+                                                         cfg.select_on, seeds[k]), test_loaders, opts, device,
                                    mer_results, desc=f"{model_name} fold {k + 1}/{cfg.folds}", keep_state=cfg.keep_state)
         folds = (folds or []) + [result]
     stds = robust_eval.feature_std(SplitLoader(train, cfg.batch_size)) if cfg.keep_state else None   # noise scale: train
     for k, result in enumerate(folds):
         if cfg.savemodel:
-            result.save_checkpoint(os.path.join(cfg.out, "models", f"{prefix}_fold{k + 1}_{stamp}.pt"),
-                                   model_name, margs, k + 1, feature_std=stds, config=cfg.record())
+            staged, final = stage.new(os.path.join("models", f"{prefix}_fold{k + 1}_{stamp}.pt"))
+            result.save_checkpoint(staged, model_name, margs, k + 1, feature_std=stds, config=cfg.record())
+            result.checkpoint = final
         if not cfg.quiet:
             print(f"  {model_name} fold {k + 1}/{cfg.folds}: best epoch {result.best_epoch}, "
                   f"eval {opts.metric_name} {result.best_metric:.4f} ({result.seconds:.1f}s)", flush=True)
@@ -207,10 +212,10 @@ def train_model(cfg: RunConfig, ds, train, tests, device, stamp, folds=None):
         by_condition[t.name] = conditions.per_condition(
             avg["names"], avg.get("emoprobs", []), avg.get("emolabels", []), avg.get("valpreds", []),
             avg.get("vallabels", []), conditions.sample_groups(test_loaders[j], cfg.data_dir, t.name), mer_results)
-        path = report.unique_path(os.path.join(cfg.out, "result", f"{t.name}_{prefix}_{tag}_{stamp}.npz"))
-        report.atomic_save_npz(path, args=np.array(vars(margs), dtype=object), names=np.array(t.names),
+        staged, final = stage.new(os.path.join("result", f"{t.name}_{prefix}_{tag}_{stamp}.npz"))
+        report.atomic_save_npz(staged, args=np.array(vars(margs), dtype=object), names=np.array(t.names),
                                **{k: v for k, v in results.items() if isinstance(v, np.ndarray)})
-        files.append(path)
+        files.append(final)
     robust_rows = []
     if cfg.robust_eval:
         models = engine.restore_models(folds, build, device)
@@ -226,7 +231,8 @@ def train_model(cfg: RunConfig, ds, train, tests, device, stamp, folds=None):
         "result_files": files,
         "folds": [f.record(k, tests={t.name: summarise(r) for t, r in zip(tests, f.test_results)})
                   for k, f in enumerate(folds)],
-        "seconds": float(sum(f.seconds for f in folds)), "robust": robust_rows, "config": cfg.record(),
+        "seconds": float(sum(f.seconds for f in folds)), "robust": robust_rows, "fold_seeds": seeds,
+        "nonfinite": {s.name: s.nonfinite for s in [train] + list(tests) if s.nonfinite}, "config": cfg.record(),
     }
 
 
@@ -262,18 +268,21 @@ def write_report(cfg: RunConfig, summaries: dict, tests, stamp):
         if len(next(iter(by_model.values()))) > 2:
             for metric in ("f1", "emoval") if t.has_valence else ("f1",):
                 table += f"\n\n{t.name} {metric} by condition:\n" + conditions.condition_table(by_model, metric)
-    report.atomic_write_text(report.unique_path(os.path.join(cfg.out, f"summary_{stamp}.md")), table + "\n")
-    print(table)
-    if cfg.robust_eval:
-        rows = [r for s in summaries.values() for r in s["robust"]]
-        paths = robust_eval.write_reports(rows, os.path.join(cfg.out, "robust"), f"robust_{stamp}")
-        print("\n" + robust_eval_digest(rows))
-        print("robust evaluation: " + ", ".join(paths.values()))
+    with fileio.StagedOutputs(cfg.out) as stage:
+        report.atomic_write_text(stage.new(f"summary_{stamp}.md")[0], table + "\n")
+        print(table)
+        if cfg.robust_eval:
+            rows = [r for s in summaries.values() for r in s["robust"]]
+            paths = robust_eval.write_reports(rows, stage.path("robust"), f"robust_{stamp}")
+            print("\n" + robust_eval_digest(rows))
+            print("robust evaluation: " + ", ".join(stage.final(p) for p in paths.values()))
 
 
 def run(configs: List[RunConfig]) -> dict:
     """Model name -> summary (with --seeds: seed -> that, each seed as its own --seed run)."""
     first = configs[0]
+    for cfg in configs:                         # an unwritable output folder fails before any work
+        fileio.ensure_writable_dir(cfg.out, "--out")
     device = runtime.resolve_device(first.device)
     if first.threads > 0:
         torch.set_num_threads(first.threads)
@@ -287,9 +296,10 @@ def run(configs: List[RunConfig]) -> dict:
         stacked = (train_seeds(runs, ds, train, tests, device) if first.parallel_seeds and len(runs) > 1
                    else [None] * len(runs))
         for cfg, stamp, folds, out in zip(runs, run_stamps, stacked, summaries):
-            out[m] = train_model(cfg, ds, train, tests, device, stamp, folds=folds)
-            path = report.unique_path(os.path.join(cfg.out, f"summary_{m}_{stamp}.json"))
-            out[m]["summary_file"] = report.write_json(path, out[m])
+            with fileio.StagedOutputs(cfg.out) as stage:      # nothing of a run in place until all of it is
+                out[m] = train_model(cfg, ds, train, tests, device, stamp, stage, folds=folds)
+                staged, out[m]["summary_file"] = stage.new(f"summary_{m}_{stamp}.json")
+                report.write_json(staged, out[m])
     for cfg, stamp, out in zip(configs, run_stamps, summaries):      # the first model's configs: one per seed
         if len(seeds) > 1:
             print(f"\nseed {cfg.seed}:")
