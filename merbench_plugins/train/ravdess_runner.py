@@ -16,16 +16,19 @@ from the same seed, so the results equal an uninterrupted run's); other settings
 ``--restart`` starts over.
 """
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
 import sys
 import time
-from typing import Dict, List
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping
 
 import numpy as np
 import torch
 
+from .. import fileio
 from ..config import RavdessAVConfig
 from ..data.ravdess import RAVDESS, CacheError, classification_metrics, confusion_matrix, fold_indices
 from ..evaluate import report
@@ -159,12 +162,30 @@ def balanced_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
 
 
-def run_settings(args, cfg, data) -> Dict:
+@dataclass(frozen=True)
+class RavdessRun:
+    """One ``ravdess-train`` command, resolved once at the entry point: the flags as given (``run.json`` records
+    them; a resume compares them), the model's settings and the engine's options."""
+
+    flags: Mapping[str, Any]
+    model: Mapping[str, Any]                # RavdessAVConfig's fields as used
+    training: TrainOptions
+
+    @property
+    def out(self) -> str:
+        return self.flags["out"]
+
+    @property
+    def seed(self) -> int:
+        return self.flags["seed"]
+
+
+def run_settings(run: RavdessRun, data) -> Dict:
     """What a fold's result depends on: the flags (less NOT_SETTINGS), the model config, the clips."""
-    flags = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_SETTINGS}
+    flags = {k: v for k, v in sorted(run.flags.items()) if k not in NOT_SETTINGS}
     clips = hashlib.sha1("\n".join(data.stems).encode()).hexdigest()[:16]
-    return {"flags": flags, "config": vars(cfg), "clips": len(data.stems), "clips_sha1": clips,
-            "cache": os.path.abspath(args.cache_dir)}
+    return {"flags": flags, "config": dict(run.model), "clips": len(data.stems), "clips_sha1": clips,
+            "cache": os.path.abspath(run.flags["cache_dir"])}
 
 
 def _diff(old: Dict, new: Dict, prefix: str = "") -> List[str]:
@@ -245,20 +266,21 @@ def write_outputs(out: str, records: List[Dict], data, meta: Dict, plots: bool =
     return save_plots(out, history, confusion, data.class_names) if plots else []
 
 
-def run_fold(k: int, n_folds: int, data, loaders, ns, args, opts, device) -> Dict:
+def run_fold(k: int, n_folds: int, data, loaders, ns, run: RavdessRun, device) -> Dict:
     """Train and test fold k; its record (table row, history, predictions, confusion) for fold_K.json."""
     train_loaders, eval_loaders = loaders
     fold = data.folds[k]
     train_idx, _, _ = fold_indices(data.items_kept, fold)
-    weights = balanced_weights(data.labels[train_idx], data.num_classes) if args.class_weights == "balanced" else None
+    weights = (balanced_weights(data.labels[train_idx], data.num_classes) if run.flags["class_weights"] == "balanced"
+               else None)
 
     def build():
         model = create_model("ravdess_av", ns)
         model.set_class_weights(weights)
         return model
 
-    seed_everything(args.seed)
-    result = train_fold(build, train_loaders[k], eval_loaders[k], [data.fold_test_loaders[k]], opts, device,
+    seed_everything(run.seed)
+    result = train_fold(build, train_loaders[k], eval_loaders[k], [data.fold_test_loaders[k]], run.training, device,
                         data.calculate_results, desc=f"fold {k + 1}/{n_folds}")
     test = result.test_results[0]
     labels = np.asarray(test["emolabels"], dtype=np.int64)
@@ -286,20 +308,24 @@ def main(argv=None) -> int:
     ns = argparse.Namespace(**vars(args))
     ns.ravdess_cache, ns.ravdess_classes = args.cache_dir, args.classes
     ns.ravdess_folds, ns.ravdess_val_actors = args.folds, args.val_actors
+    device = resolve_device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     try:
+        cfg = RavdessAVConfig.from_args(ns).check()          # impossible settings refused before the cache is read
+        opts = TrainOptions(epochs=args.epochs, lr=cfg.lr, weight_decay=args.weight_decay, scheduler=args.scheduler,
+                            early_stop=args.patience, output_dim2=0, metric_name="emo",
+                            amp=args.amp and device.type == "cuda", show_progress=not args.quiet)
+        fileio.ensure_writable_dir(args.out, "--out")
         data = RAVDESS(ns)                     # sets ns.output_dim1 / output_dim2 / metric_name
         loaders = data.get_loaders()[:2]       # reads the cache once; bad files skipped, one line each
-        cfg = RavdessAVConfig.from_args(ns)
+        run = RavdessRun(flags=dict(vars(args)), model=dict(vars(cfg)),
+                         training=dataclasses.replace(opts, output_dim1=data.num_classes))
         n_folds = min(len(data.folds), args.max_folds or len(data.folds))
         os.makedirs(args.out, exist_ok=True)
-        done = prepare_out(args.out, run_settings(args, cfg, data), args.restart, n_folds)
+        done = prepare_out(args.out, run_settings(run, data), args.restart, n_folds)
     except (ValueError, FileNotFoundError, CacheError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    device = resolve_device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    opts = TrainOptions(epochs=args.epochs, lr=cfg.lr, weight_decay=args.weight_decay, scheduler=args.scheduler,
-                        early_stop=args.patience, output_dim1=data.num_classes, output_dim2=0, metric_name="emo",
-                        amp=args.amp and device.type == "cuda", show_progress=not args.quiet)
+    opts = run.training
     print(f"ravdess_av fusion={cfg.fusion} audio_encoder={cfg.audio_encoder} lr={cfg.lr:g} classes={data.class_names} "
           f"class_weights={args.class_weights} device={device}{' amp' if opts.amp else ''}; {n_folds} of "
           f"{len(data.folds)} folds")
@@ -316,7 +342,7 @@ def main(argv=None) -> int:
     start = time.time()
     for k in range(len(done), n_folds):
         try:
-            records.append(run_fold(k, n_folds, data, loaders, ns, args, opts, device))
+            records.append(run_fold(k, n_folds, data, loaders, ns, run, device))
         except (ValueError, FileNotFoundError, CacheError) as err:   # e.g. weights that do not fit
             print(f"error: {err}", file=sys.stderr)
             return 2
