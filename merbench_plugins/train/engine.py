@@ -76,12 +76,12 @@ class FoldResult:
     seconds: float = 0.0
     checkpoint: Optional[str] = None
 
-    def save_checkpoint(self, path: str, model_name: str, args, fold: int, **extra) -> str:
-        """The best state with what rebuilds it (model name, args) and ``extra`` entries (the training
-        split's ``feature_std``); used by ``robust-eval``."""
+    def save_checkpoint(self, path: str, model_name: str, model_args, fold: int, **extra) -> str:
+        """The best state with what rebuilds it (model name, the namespace the model was built from) and ``extra``
+        entries (the training split's ``feature_std``, the run's configuration); used by ``robust-eval``."""
         self.checkpoint = os.path.abspath(path)
         os.makedirs(os.path.dirname(self.checkpoint), exist_ok=True)
-        torch.save({"model": model_name, "args": vars(args), "fold": fold, "state_dict": self.state_dict, **extra},
+        torch.save({"model": model_name, "args": vars(model_args), "fold": fold, "state_dict": self.state_dict, **extra},
                    self.checkpoint)
         return self.checkpoint
 

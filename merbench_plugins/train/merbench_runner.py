@@ -146,7 +146,7 @@ def resolve(parser, argv) -> List[RunConfig]:
                                    out_flag="--save_root")
 
 
-def check_inputs(cfg: RunConfig, args, train_loaders, eval_loaders, test_loaders) -> dict:
+def check_inputs(cfg: RunConfig, num_classes: int, train_loaders, eval_loaders, test_loaders) -> dict:
     """MERBench's datasets as loaded, before training: labels within the dataloader's classes, no non-finite
     feature (refused with the samples named, or zeroed as missing with --nonfinite missing). Returns the
     zeroed counts per split. Datasets of non-feature models (RAVDESS clips) are left to their own checks."""
@@ -161,7 +161,7 @@ def check_inputs(cfg: RunConfig, args, train_loaders, eval_loaders, test_loaders
     datasets += [(f"test{j + 1}", loader.dataset) for j, loader in enumerate(test_loaders)]
     out = {}
     for split, dataset in datasets:
-        zeroed = checks.check_dataset(dataset, split, getattr(args, "output_dim1", 0) or 0, cfg.nonfinite, feature_names)
+        zeroed = checks.check_dataset(dataset, split, num_classes, cfg.nonfinite, feature_names)
         if zeroed:
             print(f"note: {split}: non-finite features treated as missing (--nonfinite missing): {zeroed}", flush=True)
             out[split] = zeroed
@@ -198,7 +198,7 @@ def prepare_run(cfg: RunConfig, get_dataloaders, config) -> Run:
     # datasets with disjoint test sets per fold (RAVDESS actor folds) expose them per fold: each fold
     # is scored on its own test set and the folds are summarised as mean ± std, not averaged
     fold_tests = getattr(getattr(dataloader_class, "dataloader", dataloader_class), "fold_test_loaders", None) or None
-    nonfinite = check_inputs(cfg, args, train_loaders, eval_loaders, test_loaders)
+    nonfinite = check_inputs(cfg, getattr(args, "output_dim1", 0) or 0, train_loaders, eval_loaders, test_loaders)
     opts = dataclasses.replace(cfg.training, output_dim1=args.output_dim1, output_dim2=args.output_dim2,
                                metric_name=args.metric_name)
     return Run(cfg=cfg, args=args, features=features, prefix=prefix,

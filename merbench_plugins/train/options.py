@@ -4,7 +4,6 @@ the protocols they choose between, and the small readers the resolution uses (se
 """
 import argparse
 import random
-from typing import List
 
 from .. import registry, yamlio
 
@@ -73,21 +72,6 @@ PROTOCOLS = {
     "ours": dict(optimizer="adamw", average="probs"),
     "merbench": dict(optimizer="adam", average="logits", scheduler="none", early_stop=0),
 }
-
-
-def seed_list(args: argparse.Namespace) -> List[int]:
-    """``--seeds`` ("0,1,2" or "0 1 2") as ints, else ``[--seed]``."""
-    text = getattr(args, "seeds", None)
-    if text is None:
-        return [args.seed]
-    words = text.replace(",", " ").split()
-    bad = [w for w in words if not w.lstrip("-").isdigit()]
-    if bad or not words:
-        raise SystemExit(f"error: --seeds takes comma-separated integers, e.g. --seeds 0,1,2; got {text!r}")
-    seeds = [int(w) for w in words]
-    if len(set(seeds)) != len(seeds):
-        raise SystemExit(f"error: --seeds {text} names a seed twice; name each once")
-    return seeds
 
 
 def per_seed(path: str, seed: int) -> str:

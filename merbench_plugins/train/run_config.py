@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from .. import registry
 from ..config import BaseConfig
 from .engine import TrainOptions
-from .options import PROTOCOLS, load_yaml, ours, per_seed, pick, seed_list
+from .options import PROTOCOLS, load_yaml, ours, per_seed, pick
 
 FLAG, DEFAULT = "flag", "default"
 
@@ -135,6 +135,19 @@ def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Dict[st
         for action, default in saved:
             action.default = default
         parser._defaults.update(defaults)
+
+
+def seed_list(text: Optional[str], seed: int) -> List[int]:
+    """``--seeds`` ("0,1,2" or "0 1 2") as ints, else ``[--seed]``."""
+    if text is None:
+        return [seed]
+    words = text.replace(",", " ").split()
+    if not words or any(not w.lstrip("-").isdigit() for w in words):
+        raise ConfigError(f"--seeds takes comma-separated integers, e.g. --seeds 0,1,2; got {text!r}")
+    seeds = [int(w) for w in words]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text} names a seed twice; name each once")
+    return seeds
 
 
 def resolve_protocol(values: Mapping[str, Any], given: Mapping[str, Any]) -> Tuple[dict, dict]:
@@ -294,10 +307,7 @@ def resolve_runs(parser: argparse.ArgumentParser, argv: Sequence[str], *, runner
     for key, (value, where) in (derived or {}).items():
         values[key] = value
         sources[key] = where
-    try:
-        seeds = seed_list(argparse.Namespace(**values))
-    except SystemExit as exc:
-        raise ConfigError(str(exc).replace("error: ", "", 1)) from None
+    seeds = seed_list(values.get("seeds"), values["seed"])
     if values.get("parallel_seeds") and values.get("seeds") is None:
         raise ConfigError("--parallel_seeds needs --seeds, e.g. --seeds 0,1,2 --parallel_seeds")
     out_key = out_flag.lstrip("-")
