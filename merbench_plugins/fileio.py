@@ -1,15 +1,23 @@
 """Atomic file writes: a reader (or a crash) never sees a half-written file, and nothing is overwritten
-by accident. One helper for every writer in the package (results, caches, plots)."""
+by accident. One helper for every writer in the package (results, caches, plots, the installer), one
+name for their temp files (``.NAME.XXXXXXXX.tmp``: recognisable, so a later run can remove the ones a
+killed run left), one check that an output folder can be written before any work starts, and a run's
+files staged and moved into place together."""
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
 import time
-from typing import List, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+
+# ``.summary.json.k3j_x9q2.tmp`` / ``.result.npz.abcd1234.tmp.npz``: the temp file of ``summary.json`` ...
+# (mkstemp's 8 random characters); ``.tmp-XXXXXXXX...``: the name earlier versions gave them
+TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$|^\.tmp-[a-z0-9_]{8}")
 
 
 def _umask_mode() -> int:
@@ -19,12 +27,41 @@ def _umask_mode() -> int:
     return 0o666 & ~umask
 
 
+def temp_beside(path: str, suffix: str = ""):
+    """(fd, temp path) of a new temp file in ``path``'s folder, named after it (see :data:`TEMP_NAME`);
+    ``suffix`` goes last (numpy and matplotlib pick the format by the extension)."""
+    d, name = os.path.split(os.path.abspath(path))
+    return tempfile.mkstemp(dir=d, prefix=f".{name}.", suffix=".tmp" + suffix)
+
+
+def is_temp_of(name: str, targets: Optional[Sequence[str]] = None) -> bool:
+    """``name`` is one of our temp files (of one of ``targets``, when given)."""
+    m = TEMP_NAME.match(name)
+    return bool(m) and (targets is None or m.group("target") in targets)
+
+
+def leftover_temps(folder: str, targets: Optional[Sequence[str]] = None) -> List[str]:
+    """Our temp files in ``folder``: left by a writer killed before its rename. Only call this where no live
+    writer of ours can be at work (e.g. under the folder's run lock, runlock.py)."""
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    return [os.path.join(folder, f) for f in names if is_temp_of(f, targets) and os.path.isfile(os.path.join(folder, f))]
+
+
+def remove_leftover_temps(folder: str, targets: Optional[Sequence[str]] = None) -> List[str]:
+    """Delete what :func:`leftover_temps` finds; returns the paths removed."""
+    removed = []
+    for path in leftover_temps(folder, targets):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str, suffix: str = ""):
     """Yields a temp path beside ``path``; on success it replaces ``path`` (readable per umask), else vanishes."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=suffix)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd, tmp = temp_beside(path, suffix)
     os.close(fd)
     try:
         yield tmp
@@ -36,7 +73,7 @@ def atomic_path(path: str, suffix: str = ""):
 
 
 def atomic_write_text(path: str, text: str):
-    with atomic_path(path, os.path.basename(path)) as tmp:
+    with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
             f.write(text)
 

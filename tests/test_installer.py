@@ -505,3 +505,59 @@ def test_real_upstream_toolkit_install_and_uninstall(tmp_path, run, folder):
     assert run(root, "--check")[0] == 0
     assert run(root, "--uninstall")[0] == 0
     assert snapshot(root) == original
+
+
+# ------------------------------------------------------------------------ killed midway, then rerun
+
+# an install/uninstall that SIGKILLs itself at its N-th rename (os.replace): after a temp file is written,
+# before it replaces its target (the moment the issue's `.__init__.py.XXXX.tmp` is left)
+KILLED_AT_RENAME = """import os, signal, sys
+from merbench_plugins.installer import cli
+n, calls, real = int(sys.argv[1]), [], os.replace
+def replace(src, dst):
+    calls.append(dst)
+    if len(calls) == n:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+os.replace = replace
+cli.main(sys.argv[2:])
+"""
+
+
+def killed_at_rename(n, *argv):
+    proc = subprocess.run([sys.executable, "-c", KILLED_AT_RENAME, str(n), *map(str, argv)], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == -9, proc.stderr
+
+
+@pytest.mark.parametrize("n", [1, 2, 9, 10], ids=["backup", "patched-file", "launcher", "vendored-copy"])
+def test_install_killed_mid_write_leaves_nothing_after_the_next_run(tree, run, tmp_path, monkeypatch, n):
+    frozen = tmp_path / "frozen" / "merbench_plugins"
+    shutil.copytree(core.package_dir(), frozen, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(core, "package_dir", lambda: frozen)
+    original = snapshot(tree)
+    killed_at_rename(n, tree, "--vendor")
+    left = [p.relative_to(tree).as_posix() for p in core.leftovers(tree)]
+    assert left, "the kill left no temp file: it did not hit between write and rename"
+    assert left[0].startswith({1: ".merbench_plugins_backup/toolkit/models/.__init__.py.",
+                               2: "toolkit/models/.__init__.py.", 9: ".main-robust.py.",
+                               10: ".merbench_plugins-new-"}[n])
+    code, out, _ = run(tree, "--check")
+    assert all(f"leftover {rel}" in out for rel in left)
+    assert run(tree, "--dry-run")[1].count("dry run: would remove") == len(left) and core.leftovers(tree)
+    code, out, _ = run(tree, "--vendor")
+    assert code == 0 and all(f"removed {rel} (left by an interrupted earlier run)" in out for rel in left)
+    assert core.leftovers(tree) == [] and run(tree, "--check")[0] == 0
+    assert run(tree, "--uninstall")[0] == 0 and snapshot(tree) == original
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_uninstall_killed_mid_write_leaves_nothing_after_the_next_run(tree, run, n):
+    original = snapshot(tree)
+    assert run(tree)[0] == 0
+    killed_at_rename(n, tree, "--uninstall")
+    left = core.leftovers(tree)
+    assert left
+    code, out, _ = run(tree, "--uninstall")
+    assert code == 0 and out.count("(left by an interrupted earlier run)") == len(left)
+    assert snapshot(tree) == original

@@ -6,6 +6,7 @@ Jobs are tiny Python one-liners that log start/end times, so the queue tests tak
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -437,3 +438,207 @@ def test_slurm_task_of_parallel_seeds_is_finished_only_when_every_seed_is(tmp_pa
         (d / "summary_x.json").write_text("{}")
         assert finished(job) == (k == 1)
     assert finished(seeds[0]) and not finished(tmp_path / "elsewhere")      # a per-seed task: its own summary
+
+
+# ---------------------------------------------------------------------------------------------------
+# processes: jobs die with the launcher (signals, kill -9), a run folder has one live owner, a rerun
+# never trains a seed twice
+
+REPO = Path(__file__).resolve().parents[1]
+
+# stands in for the runs' python (PYTHON=...): `-c ...` is the launcher's import check; a run writes its
+# pid (and, FAKE_CHILD=1, starts a grandchild and writes its pid too), sleeps FAKE_SLEEP_<seed> seconds,
+# then writes a run summary summarize reads
+FAKE_RUNNER = """import json, os, subprocess, sys, time
+a = sys.argv[1:]
+if a[:1] == ['-c']:
+    sys.exit(0)
+out, seed = a[a.index('--out') + 1], int(a[a.index('--seed') + 1])
+os.makedirs(out, exist_ok=True)
+pids = [os.getpid()]
+if os.environ.get('FAKE_CHILD'):
+    pids.append(subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']).pid)
+with open(os.path.join(out, 'pids'), 'w') as f:
+    f.write(' '.join(map(str, pids)))
+time.sleep(float(os.environ.get(f'FAKE_SLEEP_{seed}', '0')))
+json.dump({'model': 'attention', 'seed': seed, 'tests': {'test1': {'f1': 0.1 * seed}}},
+          open(os.path.join(out, 'summary_attention_x.json'), 'w'))
+"""
+
+
+def alive(pid: int) -> bool:
+    """The process runs (a zombie nobody reaped does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+
+def wait_for(condition, timeout=20.0):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def run_pids(folder: Path):
+    wait_for(lambda: (folder / "pids").exists() and (folder / "pids").read_text().strip())
+    return [int(p) for p in (folder / "pids").read_text().split()]
+
+
+@pytest.fixture
+def seeds_cli(tmp_path):
+    """``python -m merbench_plugins seeds attention --standalone DATA --out OUT`` as a process, with the fake
+    runner: (start(**env) -> Popen, OUT)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "label-6way.npz").write_bytes(b"")
+    fake = tmp_path / "fakepy"
+    fake.write_text(f"#!{sys.executable}\n" + FAKE_RUNNER)
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k not in ("EXTRA", "THREADS", "ROBUST_EVAL", "OUT_DIR", "FOLDS",
+                                                            "EPOCHS", "PARALLEL_SEEDS", "JOBS")}
+    env.update(PYTHON=str(fake), GPUS="cpu", SEEDS="0 1 2", PYTHONPATH=str(REPO))
+
+    def start(**extra):
+        return subprocess.Popen([sys.executable, "-m", "merbench_plugins", "seeds", "attention", "--standalone",
+                                 str(data), "--out", str(out)], env=dict(env, **extra), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    yield start, out
+    for pids in out.glob("*/*/pids"):                # a failed test leaves no job running
+        for pid in map(int, pids.read_text().split()):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("poll", [False, True], ids=["prctl", "poll"])
+def test_kill_9_of_the_launcher_kills_its_job(tmp_path, poll):
+    """tether.py: Linux's parent-death signal, or (elsewhere; forced here) a watcher that polls the parent."""
+    pid_file = tmp_path / "pids"
+    job = [sys.executable, "-c", f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+                                 "time.sleep(60)"]
+    launcher = subprocess.Popen([sys.executable, "-c", "import os, subprocess, sys, time; subprocess.Popen("
+                                 "[sys.executable, '-I', sys.argv[1], str(os.getpid())] + sys.argv[2:], "
+                                 "start_new_session=True); time.sleep(60)",
+                                 queue.TETHER, *(["--poll"] if poll else []), *job])
+    wait_for(lambda: pid_file.exists() and pid_file.read_text())
+    pid = int(pid_file.read_text())
+    assert alive(pid)
+    launcher.kill()                                     # kill -9 of the launcher alone
+    launcher.wait()
+    wait_for(lambda: not alive(pid), timeout=5)
+
+
+@pytest.mark.parametrize("poll", [False, True], ids=["prctl", "poll"])
+def test_tether_passes_on_the_job_exit_status(poll):
+    def rc(code):
+        return subprocess.run([sys.executable, "-I", queue.TETHER, str(os.getpid()), *(["--poll"] if poll else []),
+                               sys.executable, "-c", code]).returncode
+    assert rc("raise SystemExit(3)") == 3
+    assert rc("import os, signal; os.kill(os.getpid(), signal.SIGTERM)") == -signal.SIGTERM
+    assert subprocess.run([sys.executable, "-I", queue.TETHER, str(os.getpid()), "no-such-program-x"],
+                          capture_output=True, text=True).returncode == 127
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_stop_signal_to_the_launcher_stops_its_job_and_what_the_job_started(seeds_cli, sig):
+    start, out = seeds_cli
+    launcher = start(FAKE_SLEEP_0="60", FAKE_CHILD="1")
+    job, grandchild = run_pids(out / "attention" / "seed0")
+    launcher.send_signal(sig)
+    _, err = launcher.communicate(timeout=30)
+    assert launcher.returncode == 130 and "interrupted: rerun the same command to resume" in err
+    wait_for(lambda: not alive(job) and not alive(grandchild), timeout=5)     # the job's whole process group
+    assert not (out / "attention" / "seed1").exists()                        # nothing after the stop
+
+
+def test_kill_9_of_the_seeds_launcher_then_rerun_trains_each_seed_once(seeds_cli):
+    """The issue's row: the orphan dies with the launcher; the rerun trains seed 1 once; summary seeds 0 1 2."""
+    start, out = seeds_cli
+    launcher = start(FAKE_SLEEP_1="60")             # seed 1 trains for a minute
+    seed1 = out / "attention" / "seed1"
+    job, = run_pids(seed1)
+    launcher.kill()                                 # kill -9 of the launcher alone
+    launcher.wait()
+    wait_for(lambda: not alive(job), timeout=5)     # its job goes with it
+    rerun = start()
+    stdout, err = rerun.communicate(timeout=60)
+    assert rerun.returncode == 0, err
+    assert "[1/3] skip attention" in stdout and [line.split()[:3] for line in stdout.splitlines()
+                                                 if line.startswith("start ")] == [["start", "attention", "seed=1"],
+                                                                                   ["start", "attention", "seed=2"]]
+    assert sorted(os.listdir(seed1)) == ["command.txt", "pids", "run.log", "run.log.1", "summary_attention_x.json",
+                                         "variant.json"]           # the killed attempt's log kept, one summary
+    row = next(line for line in (out / "summary.md").read_text().splitlines() if line.startswith("| attention"))
+    assert [c.strip() for c in row.split("|")[3:5]] == ["3", "0 1 2"]
+    assert "run summaries" not in err
+
+
+def test_a_run_folder_another_live_process_holds_is_skipped_then_trained_once_it_is_free(seeds_cli):
+    start, out = seeds_cli
+    held = out / "attention" / "seed1"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from merbench_plugins import runlock; "
+                               "runlock.claim(sys.argv[1]); print('held', flush=True); time.sleep(60)", str(held)],
+                              stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        launcher = start()
+        stdout, err = launcher.communicate(timeout=60)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert launcher.returncode == 1
+    skip = next(line for line in stdout.splitlines() if line.startswith("skip  attention"))
+    assert skip.split()[:3] == ["skip", "attention", "seed=1"]
+    assert f" another live process trains {held} (pid {holder.pid} on " in skip
+    assert "1 job(s) not run: another live process trains them" in err
+    assert os.listdir(held) == [".run.lock"]          # not touched: no log, no metadata, no result
+    assert launcher.returncode == 1 and "| attention | attention | 2    | 0 2   |" in stdout
+    rerun = start()                                    # the holder is gone (killed): seed 1 is trained now
+    stdout, err = rerun.communicate(timeout=60)
+    assert rerun.returncode == 0, err
+    assert "| attention | attention | 3    | 0 1 2 |" in stdout
+
+
+@pytest.mark.parametrize("command", ["seeds", "ablate", "bench-robust", "search"])
+def test_an_unwritable_output_folder_is_one_line_before_any_work(tmp_path, command):
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "out"
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "label-6way.npz").write_bytes(b"")
+    argv = {"seeds": ["attention", "--standalone", str(data)], "ablate": ["--standalone", str(data)],
+            "bench-robust": [], "search": ["--model", "attention", "--data", str(data), "--trials", "1"]}[command]
+    proc = subprocess.run([sys.executable, "-m", "merbench_plugins", command, *argv, "--out", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO),
+                                                                                 GPUS="cpu"))
+    assert proc.returncode == 2
+    flag = "--out (or OUT_DIR)" if command in ("seeds", "ablate") else "--out"
+    assert proc.stderr.strip() == (f"error: cannot write to the output folder {out} ({tmp_path / 'afile'} is a file); "
+                                   f"choose another {flag} or make it writable")
+    assert sorted(os.listdir(tmp_path)) == ["afile", "data"]
+
+
+def test_summarize_counts_a_seed_found_twice_once(tmp_path, capsys):
+    from merbench_plugins.evaluate import summarize
+    for k, (folder, seed, f1) in enumerate([("seed0", 0, 0.2), ("seed1", 1, 0.9), ("seed1", 1, 0.4), ("seed2", 2, 0.6)]):
+        path = tmp_path / "v" / folder / f"summary_attention_{k}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"model": "attention", "seed": seed, "tests": {"test1": {"f1": f1}}}))
+        os.utime(path, (1000 + k, 1000 + k))           # the k-th written k-th
+    assert summarize.main([str(tmp_path), "--metrics", "f1"]) == 0
+    captured = capsys.readouterr()
+    row = next(line for line in captured.out.splitlines() if line.startswith("| attention"))
+    assert [c.strip() for c in row.split("|")[3:6]] == ["3", "0 1 2", "0.4000 ± 0.2000"]    # mean of 0.2 0.4 0.6
+    ignored, kept = (tmp_path / "v" / "seed1" / f"summary_attention_{k}.json" for k in (1, 2))
+    assert (f"warning: group 'attention': seed 1 has 2 run summaries; counted once, the newest {kept} "
+            f"(ignored: {ignored})") in captured.err
+    assert f"Note: group 'attention': seed 1 has 2 run summaries" in (tmp_path / "summary.md").read_text()

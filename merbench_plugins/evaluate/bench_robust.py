@@ -15,6 +15,7 @@ import sys
 import numpy as np
 
 from ..data.synthetic import generate
+from ..fileio import OutputError, ensure_writable_dir
 from ..launch import queue as launch
 from .report import atomic_write_text, markdown_table
 
@@ -46,7 +47,7 @@ def bench_job(out, data, setting, variant, model, flags, seed, epochs, extra) ->
     d = job_dir(out, setting, variant, seed)
     cmd = [sys.executable, "-m", "merbench_plugins", "train", data, "--model", model, "--epochs", str(epochs),
            "--seed", str(seed), "--threads", "1", "--quiet", "--out", d, *flags]
-    return launch.Job(name=f"{setting}/{variant}", label=f"seed={seed}", command=cmd, run_dir=d,
+    return launch.Job(name=f"{setting}/{variant}", label=f"seed={seed}", command=cmd, run_dir=d, lock_dirs=[d],
                       meta=dict(setting=setting, variant=variant, model=model, seed=seed, flags=list(flags),
                                 extra=list(extra)))
 
@@ -114,6 +115,14 @@ def main(argv=None):
     p.add_argument("--readme", help="also put them between the bench-robust markers of this README")
     p.add_argument("--report_only", action="store_true", help="only rebuild the tables from finished runs")
     a, extra = p.parse_known_args(argv)
+    md = a.md or os.path.join(a.out, "bench_robust.md")
+    try:
+        if not a.report_only:
+            ensure_writable_dir(a.out, "--out")
+        ensure_writable_dir(os.path.dirname(os.path.abspath(md)), "--md" if a.md else "--out")
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     seeds = [int(s) for s in a.seeds.split(",")]
     settings = a.settings.split(",")
     variants = list(MAIN if a.variants == "main" else ABLATION)
@@ -140,12 +149,20 @@ def main(argv=None):
             # the device goes before the pass-through flags, so an explicit --device there still wins
             device = "cpu" if job.device == launch.CPU else f"cuda:{job.device}"
             job.command += ["--device", device, *job.meta["extra"]]
-        failed = launch.run_local(jobs, threads="1")
+        q = launch.Queue(jobs, threads="1")
+        try:
+            failed = q.run()
+        except KeyboardInterrupt:
+            print("interrupted: rerun the same command to resume (finished runs are skipped)", file=sys.stderr)
+            return 130
         if failed:
             print(f"{len(failed)} of {len(jobs)} runs failed (their logs are named above); rerun the same "
                   "command to retry them: finished runs are skipped", file=sys.stderr)
+        if q.skipped:
+            print(f"{len(q.skipped)} of {len(jobs)} runs not run: another live process trains them (named above); "
+                  "rerun the same command once it has finished", file=sys.stderr)
+            failed += [(job, launch.SKIPPED) for job in q.skipped]     # not done either: exit 1
     text = tables(a.out, settings, variants, seeds)
-    md = a.md or os.path.join(a.out, "bench_robust.md")
     atomic_write_text(md, text)
     if a.readme:
         update_readme(a.readme, text)

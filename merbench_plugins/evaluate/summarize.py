@@ -5,7 +5,8 @@ Finds every run summary under the given folders (recursively: the standalone run
 by the variant recorded beside the runs (``variant.json`` / ``variant.txt`` in a run's folder or a
 parent of it, written by run_ablation.sh and train_v*.sh) or by model, splits every group whose runs
 differ in anything but the seed (model, settings, dataset, features, protocol: they are not seeds of
-one run; a warning names the fields), and writes
+one run; a warning names the fields), counts a seed found twice in one group once (the newest summary,
+with a warning and a note in summary.md naming both), and writes
 ``summary.csv`` + ``summary.md`` (the latest) and timestamped copies (never overwritten).
 """
 import argparse
@@ -158,13 +159,27 @@ def split_configurations(groups: Dict[str, List[Run]]) -> Dict[str, List[Run]]:
         for flat, runs in zip(flats, parts.values()):
             label = ", ".join(f"{f.split('.', 1)[-1]}={json.loads(flat[f]) if f in flat else '-'}" for f in differ)
             out[f"{key} [{label}]"] = runs
-    for key, members in out.items():
-        seeds = [str(r.seed) for r in members]
-        repeated = sorted({x for x in seeds if seeds.count(x) > 1})
-        if repeated:
-            print(f"warning: group {key!r} has seed(s) {', '.join(repeated)} more than once (the same run twice?); "
-                  "its std is not over independent seeds", file=sys.stderr)
     return out
+
+
+def drop_repeated_seeds(groups: Dict[str, List[Run]]):
+    """Count each seed of a variant once: of its runs with one seed (the same run trained twice, e.g. a rerun
+    beside an orphan that kept training), the newest summary stays. Returns (groups, one note per seed dropped)."""
+    out, notes = {}, []
+    for key, members in groups.items():
+        by_seed: Dict[str, List[Run]] = {}
+        for r in members:
+            same = json.dumps([r.variant, r.seed]) if r.seed is not None else f"#{id(r)}"   # variants: told apart
+            by_seed.setdefault(same, []).append(r)
+        keep = []
+        for runs in by_seed.values():
+            runs = sorted(runs, key=lambda r: (os.path.getmtime(r.path), r.path))
+            keep.append(runs[-1])
+            if len(runs) > 1:
+                notes.append(f"group {key!r}: seed {runs[-1].seed} has {len(runs)} run summaries; counted once, the "
+                             f"newest {runs[-1].path} (ignored: {', '.join(r.path for r in runs[:-1])})")
+        out[key] = [r for r in members if r in keep]
+    return out, notes
 
 
 def mean_std(values):
@@ -269,7 +284,9 @@ def main(argv=None):
         return 2
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     tests = [t.strip() for t in args.tests.split(",") if t.strip()] if args.tests else None
-    groups = split_configurations(group_runs(runs, args.group_by))
+    groups, repeated = drop_repeated_seeds(split_configurations(group_runs(runs, args.group_by)))
+    for note in repeated:
+        print(f"warning: {note}", file=sys.stderr)
     columns, stats = aggregate(groups, metrics, tests)
     if not columns:
         print(f"error: none of the {len(runs)} runs has a value for metrics {metrics} on tests {tests or 'any'}",
@@ -277,11 +294,13 @@ def main(argv=None):
         return 2
     md = to_markdown(groups, columns, stats, args.group_by)
     out_dir = args.out or (args.run_dirs[0] if os.path.isdir(args.run_dirs[0]) else os.path.dirname(args.run_dirs[0]))
-    header = (f"Mean ± sample std over seeds of {len(runs)} runs in {len(groups)} groups "
-              f"(by {args.group_by}); cv = cross-validation on train.\n\n")
+    counted = sum(len(members) for members in groups.values())
+    header = (f"Mean ± sample std over seeds of {counted} runs in {len(groups)} groups "
+              f"(by {args.group_by}); cv = cross-validation on train.\n\n"
+              + "".join(f"Note: {note}.\n\n" for note in repeated))
     files = write_outputs(out_dir, to_csv(groups, columns, stats, args.group_by), header + md + "\n")
     print(md)
-    print(f"\n{len(runs)} runs, {len(groups)} groups -> {files[0]}, {files[2]}")
+    print(f"\n{counted} runs, {len(groups)} groups -> {files[0]}, {files[2]}")
     return 0
 
 

@@ -17,6 +17,7 @@ unchanged package writes nothing; a new package version refreshes the blocks (th
 """
 import filecmp
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, TextIO, Tuple
 
+from .. import fileio
 from . import patching
 from .patching import PatchError
 
@@ -52,6 +54,8 @@ MAP_PATCHES = (
     MapPatch("toolkit/dataloader/__init__.py", "DATALOADER_MAP", "plugin_dataloaders", "", "datasets"),
 )
 PATCHED_RELS = tuple(p.rel for p in MAP_PATCHES) + (YAML_REL,)
+# the temp folders of _copy_package / _remove_package (tempfile.mkdtemp: 8 random characters)
+VENDOR_TEMP = re.compile(r"^\.merbench_plugins-(new|old)-[a-z0-9_]{8}$")
 
 
 class InstallerError(Exception):
@@ -371,6 +375,39 @@ def _remove_package(root: Path) -> None:
     shutil.rmtree(str(trash), ignore_errors=True)
 
 
+def leftovers(root: Path) -> List[Path]:
+    """What an install or uninstall killed midway left: the temp file of a file we write (named after it,
+    beside it: fileio.TEMP_NAME) and the temp folders of a vendored copy. Nothing else matches."""
+    found = [p for p in root.iterdir() if p.is_dir() and VENDOR_TEMP.match(p.name)] if root.is_dir() else []
+    for rel in PATCHED_RELS + (LAUNCHER_REL,):
+        for folder in ((root / rel).parent, (root / BACKUP_DIR / rel).parent):
+            if folder.is_dir():
+                found += [Path(p) for p in fileio.leftover_temps(str(folder), [Path(rel).name])]
+    return sorted(set(found))
+
+
+def remove_leftovers(root: Path, out: TextIO, dry_run: bool = False) -> None:
+    """Remove (or, ``dry_run``, list) :func:`leftovers`, one line each, and the empty folders of the backup."""
+    for path in leftovers(root):
+        rel = path.relative_to(root).as_posix()
+        if dry_run:
+            print(f"dry run: would remove {rel} (left by an interrupted earlier run)", file=out)
+            continue
+        try:
+            if path.is_dir():
+                shutil.rmtree(str(path))
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise InstallerError(f"cannot remove {rel}, left by an interrupted earlier run ({exc.strerror}); "
+                                 f"delete it by hand, then rerun") from None
+        print(f"removed {rel} (left by an interrupted earlier run)", file=out)
+    if not dry_run:
+        _remove_empty_dirs(root / BACKUP_DIR)      # made by a killed run before its first backup landed
+
+
 # ------------------------------------------------------------------------------------------ a plan
 
 @dataclass
@@ -627,6 +664,7 @@ def install(root, *, force=False, vendor=False, dry_run=False, python=None,
     plan = plan_install(root, force=force, vendor=vendor)
     for w in plan.warnings:
         print(f"warning: {w}", file=err)
+    remove_leftovers(plan.root, out, dry_run)
     if dry_run:
         return _report_dry_run(plan, out)
     if plan.empty:
@@ -649,6 +687,7 @@ def uninstall(root, *, dry_run=False, out: Optional[TextIO] = None, err: Optiona
     plan = plan_uninstall(root)
     for w in plan.warnings:
         print(f"warning: {w}", file=err)
+    remove_leftovers(plan.root, out, dry_run)
     if dry_run:
         return _report_dry_run(plan, out)
     if plan.empty:
@@ -672,6 +711,9 @@ def check(root, *, python=None, out: Optional[TextIO] = None, err: Optional[Text
     if s.vendor != "absent":
         ok &= s.vendor in ("current", "self")
         print(f"  {s.vendor:<8} {VENDOR_DIR + '/':<31} vendored copy of the package", file=out)
+    for path in leftovers(s.root):
+        print(f"  {'leftover':<8} {path.relative_to(s.root).as_posix():<31} from an interrupted run: the next "
+              f"install or uninstall removes it", file=out)
     warning = check_import(s.root, python or sys.executable)
     if warning:
         print(f"warning: {warning}", file=err)

@@ -9,9 +9,10 @@ knows the newline before the block was ours.
 import ast
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from ..fileio import temp_beside
 
 BEGIN = "# >>> merbench_plugins >>>"
 END = "# <<< merbench_plugins <<<"
@@ -252,7 +253,7 @@ def atomic_write(path: Path, data: bytes, mode: Optional[int] = None) -> None:
             mode = stat.S_IMODE(path.stat().st_mode)
         except FileNotFoundError:
             mode = 0o644
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(str(path))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

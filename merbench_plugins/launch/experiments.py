@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 from . import queue, slurm
-from ..fileio import atomic_write_text
+from .. import runlock
+from ..fileio import OutputError, atomic_write_text, ensure_writable_dir
 from .queue import CPU, Job, LaunchError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -232,6 +233,10 @@ def setup(name: str, args, flags: List[str], default_out: str, env=None,
         if env.get(key) and not env[key].isdigit():
             raise LaunchError(f"{key} must be an integer, got '{env[key]}'")
     out = os.path.abspath(args.out or env.get("OUT_DIR") or default_out)
+    try:
+        ensure_writable_dir(out, "--out (or OUT_DIR)")
+    except OutputError as exc:
+        raise LaunchError(str(exc)) from None
     s = Setup(name=name, mode="standalone" if args.standalone else "merbench", python=python, workdir=os.getcwd(),
               out=out, seeds=[int(x) for x in seeds], slots=[], env=env,
               parallel_seeds=bool(getattr(args, "parallel_seeds", False)) or env.get("PARALLEL_SEEDS") == "1")
@@ -323,11 +328,12 @@ def plan(s: Setup, variants: List[Variant]) -> Tuple[List[Job], List[Job]]:
                 if seed == todo[0]:
                     jobs.append(Job(name=v.name, command=[], run_dir=os.path.join(s.out, v.name, SEEDS_DIR),
                                     workdir=s.workdir, label=f"seeds={','.join(map(str, todo))}",
+                                    lock_dirs=[seed_dir(s, v, x) for x in todo],
                                     meta={"variant": v.name, "order": v.order, "model": v.model, "seeds": todo,
                                           "flags": list(v.flags), "mode": s.mode}))
                 continue
             jobs.append(Job(name=v.name, command=[], run_dir=seed_dir(s, v, seed), workdir=s.workdir,
-                            label=f"seed={seed}", meta_name="variant.json",
+                            label=f"seed={seed}", meta_name="variant.json", lock_dirs=[seed_dir(s, v, seed)],
                             meta={"variant": v.name, "order": v.order, "model": v.model, "seed": seed,
                                   "flags": list(v.flags), "mode": s.mode}))
     pending = queue.deal([j for j in jobs if not finished(j)], s.slots)
@@ -434,14 +440,15 @@ def run(s: Setup, variants: List[Variant], args) -> int:
         print(f"dry run: {len(pending)} to run, {n - len(pending)} finished (skipped); on {slots}")
         return 0
     os.makedirs(s.out, exist_ok=True)
-    failed = []
+    failed, busy = [], []
     if pending:
         print(f"running {len(pending)} jobs ({n - len(pending)} finished, skipped) on {slots}", flush=True)
         try:
             for job in pending:
-                write_seed_meta(job)
-            failed = queue.run_local(pending, threads=s.threads if s.slots[0] == CPU else "",
-                                     finished=finished_test(pending))
+                if not runlock.owners(job.lock_dirs):     # a busy job is skipped: its folders are not ours
+                    write_seed_meta(job)
+            q = queue.Queue(pending, threads=s.threads if s.slots[0] == CPU else "", finished=finished_test(pending))
+            failed, busy = q.run(), q.skipped
         except KeyboardInterrupt:
             print("interrupted: rerun the same command to resume", file=sys.stderr)
             return 130
@@ -459,6 +466,10 @@ def run(s: Setup, variants: List[Variant], args) -> int:
         print(f"\n{len(failed)} job(s) failed (rerun the same command to retry just those):", file=sys.stderr)
         for job, code in failed:
             print(f"  {job.name} {job.label} (exit {code}, log {job.log})", file=sys.stderr)
+        rc = 1
+    if busy:
+        print(f"\n{len(busy)} job(s) not run: another live process trains them (named above); rerun the same "
+              "command once it has finished", file=sys.stderr)
         rc = 1
     return rc
 

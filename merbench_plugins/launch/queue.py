@@ -3,7 +3,12 @@
 A job is one command run in its own folder: ``run_dir/run.log`` holds its output and ``run_dir/<meta>``
 (JSON) says what it was. A job is finished when ``finished(run_dir)`` holds (by default: a run
 summary JSON is there); a finished job is skipped, a crashed one is run again and its old log kept as
-``run.log.1``, ``run.log.2``, ...
+``run.log.1``, ``run.log.2``, ...; a job whose run folder another live process holds (runlock) is skipped
+with its owner named.
+
+Jobs die with the launcher: each runs in its own process group (Ctrl-C, SIGTERM or SIGHUP to the launcher:
+SIGTERM to every group, SIGKILL after ``grace`` seconds) and is tethered to the launcher's life
+(tether.py: even ``kill -9`` of the launcher alone kills them).
 """
 import json
 import os
@@ -16,9 +21,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, TextIO
 
+from .. import runlock
 from ..fileio import atomic_write_text
 
 CPU = "cpu"
+TETHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tether.py")
+SKIPPED = "skipped"     # run_one: another live process holds the job's run folder
 
 
 class LaunchError(Exception):
@@ -40,6 +48,7 @@ class Job:
     slot: int = 0                                       # which queue runs it
     log_name: str = "run.log"
     timeout: Optional[float] = None                     # seconds; then killed (exit -9)
+    lock_dirs: Sequence[str] = ()                       # run folders its command claims (runlock): busy -> skipped
 
     @property
     def log(self) -> str:
@@ -116,6 +125,26 @@ def write_meta(job: Job):
     atomic_write_text(os.path.join(job.run_dir, "command.txt"), job.shell_line() + "\n")
 
 
+def spawn(command: List[str], **popen) -> subprocess.Popen:
+    """Popen of ``command`` in its own process group, tethered to this process (dies with it, ``kill -9``
+    included; tether.py). Not POSIX: a plain Popen."""
+    if os.name != "posix":
+        return subprocess.Popen(command, **popen)
+    return subprocess.Popen([sys.executable, "-I", TETHER, str(os.getpid()), *command], start_new_session=True,
+                            **popen)
+
+
+def signal_group(proc: subprocess.Popen, sig: int):
+    """``sig`` to the job's process group (what the job started too); nothing if it is gone."""
+    try:
+        if os.name == "posix":
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def tail(path: str, lines: int = 5) -> List[str]:
     try:
         with open(path, errors="replace") as f:
@@ -128,9 +157,10 @@ class Queue:
     """Runs jobs, one queue per slot, the slots in parallel; ``run()`` returns the failed (job, exit code).
 
     ``finished(run_dir)``: a job already finished is skipped, one that exits 0 without finishing fails
-    (None: exit 0 is success, nothing is skipped). ``on_tick()`` runs every ``tick`` seconds while jobs
-    run (progress lines). On Ctrl-C / SIGTERM the jobs get SIGTERM, then SIGKILL after ``grace`` seconds.
-    ``quiet``: no start/done/FAIL lines (the caller reports).
+    (None: exit 0 is success, nothing is skipped). A job whose ``lock_dirs`` another live process holds is
+    skipped too, with a line naming the owner, and listed in ``skipped``. ``on_tick()`` runs every ``tick``
+    seconds while jobs run (progress lines). On Ctrl-C / SIGTERM / SIGHUP the jobs' process groups get
+    SIGTERM, then SIGKILL after ``grace`` seconds. ``quiet``: no start/done/FAIL lines (the caller reports).
     """
 
     def __init__(self, jobs: List[Job], finished: Optional[Callable[[str], bool]] = has_summary, threads: str = "",
@@ -139,7 +169,7 @@ class Queue:
         self.jobs, self.finished, self.threads, self.quiet = jobs, finished, threads, quiet
         self.on_tick, self.tick, self.grace = on_tick, tick, grace
         self.out = out or sys.stdout
-        self.failed, self.procs, self.lock = [], {}, threading.Lock()
+        self.failed, self.skipped, self.procs, self.lock = [], [], {}, threading.Lock()
         self.stopping = False
 
     def say(self, *lines: str):
@@ -155,23 +185,28 @@ class Queue:
             env.update(OMP_NUM_THREADS=self.threads, MKL_NUM_THREADS=self.threads)
         return env
 
-    def run_one(self, job: Job) -> Optional[int]:
-        """Exit code of the job (None: skipped, finished meanwhile by someone else)."""
+    def run_one(self, job: Job):
+        """Exit code of the job (None: finished meanwhile by someone else; SKIPPED: someone else trains it)."""
         if self.finished is not None and self.finished(job.run_dir):
             return None
+        busy = runlock.owners(job.lock_dirs)
+        if busy:
+            folder, who = busy[0]
+            self.say(f"skip  {job.name:<28} {job.label:<9} another live process trains {folder} ({who})")
+            return SKIPPED
         write_meta(job)
         rotate_log(job.log)
         self.say(f"start {job.name:<28} {job.label:<9} {device_label(job.device):<6} log: {job.log}")
         start = time.time()
         with open(job.log, "w") as log:
-            proc = subprocess.Popen(job.command, cwd=job.workdir, env=self.env(job), stdout=log,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            proc = spawn(job.command, cwd=job.workdir, env=self.env(job), stdout=log, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL)
             with self.lock:
                 self.procs[job.slot] = proc
             try:
                 rc = proc.wait(timeout=job.timeout)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                signal_group(proc, signal.SIGKILL)
                 rc = proc.wait()
                 log.write(f"\nkilled: still running after {job.timeout:g}s (the job's time limit)\n")
             with self.lock:
@@ -197,23 +232,26 @@ class Queue:
             except OSError as exc:   # e.g. the command does not exist
                 self.say(f"FAIL  {job.name:<28} {job.label:<9} could not start: {exc}")
                 rc = 127
-            if rc:
-                with self.lock:
+            with self.lock:
+                if rc == SKIPPED:
+                    self.skipped.append(job)
+                elif rc:
                     self.failed.append((job, rc))
 
     def stop(self):
-        """SIGTERM to the running jobs, SIGKILL to those still there after ``grace`` seconds."""
+        """SIGTERM to the running jobs' process groups, SIGKILL to those still there after ``grace`` seconds."""
         self.stopping = True
         with self.lock:
             procs = list(self.procs.values())
         for proc in procs:
-            proc.terminate()
+            signal_group(proc, signal.SIGTERM)
         deadline = time.time() + self.grace
         for proc in procs:
             try:
                 proc.wait(timeout=max(0.0, deadline - time.time()))
             except subprocess.TimeoutExpired:
-                proc.kill()
+                pass
+            signal_group(proc, signal.SIGKILL)       # the job, or what it left running in its group
 
     def run(self) -> List[tuple]:
         slots: Dict[int, List[Job]] = {}
@@ -221,9 +259,10 @@ class Queue:
             slots.setdefault(job.slot, []).append(job)
         workers = [threading.Thread(target=self.run_slot, args=(js,), daemon=True) for js in slots.values()]
         main = threading.current_thread() is threading.main_thread()
-        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
-        if main:
-            signal.signal(signal.SIGTERM, _raise_interrupt)      # SIGTERM (scancel, kill) stops the jobs too
+        handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} if main else {}
+        for sig, handler in handlers.items():    # SIGTERM (scancel, kill), SIGHUP (closed terminal): stop the jobs
+            if sig != signal.SIGINT and handler != signal.SIG_IGN:     # nohup's SIGHUP stays ignored
+                signal.signal(sig, _raise_interrupt)
         try:
             for w in workers:
                 w.start()
@@ -248,6 +287,9 @@ class Queue:
                 signal.signal(sig, handler)
         order = {id(j): k for k, j in enumerate(self.jobs)}
         return sorted(self.failed, key=lambda f: order[id(f[0])])
+
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def _raise_interrupt(signum, frame):

@@ -61,8 +61,10 @@ from typing import Dict, List, Optional
 
 import yaml
 
+from ..fileio import OutputError, ensure_writable_dir
 from ..launch import queue, slurm
 from ..launch.queue import CPU, Job
+from ..launch.tether import die_with_parent
 from ..evaluate import report
 from .study import (import_optuna, default_storage, open_storage, is_lost, trial_params, gave_up_settings,
                            requeue, fail_stale_trials, make_sampler, load_grid, grid_size, setting_key, budget,
@@ -87,20 +89,11 @@ class TrialFailed(Exception):
 
 # ---------------------------------------------------------------- running the runner
 
-def _die_with_parent():
-    """Linux: the runner dies with the worker (SIGKILL of a worker must not leave orphans training)."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))   # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
 def child_main(argv):
     """Entry of a trial's child process: ``PARENT_PID module|script TARGET ARGS...``."""
     import runpy
     parent, kind, target, rest = int(argv[0]), argv[1], argv[2], argv[3:]
-    _die_with_parent()
+    die_with_parent()                   # Linux: SIGKILL of the worker must not leave its runner training
     if os.getppid() != parent:          # the worker died before prctl took effect
         sys.exit(1)
     sys.argv = [target] + rest
@@ -739,6 +732,10 @@ def prepare(args) -> Optional[str]:
     args.gpu_list = [int(g) for g in args.gpus.split(",") if g.strip()] if args.gpus else []
     if args.status:
         return None
+    try:
+        ensure_writable_dir(args.out, "--out")
+    except OutputError as exc:
+        return str(exc)
     if not args.data and not args.merbench:
         return "give the data: --data DIR (standalone runner) or --merbench ROOT (MERBench's main-robust.py)"
     if args.data:

@@ -18,7 +18,7 @@ from typing import List
 import numpy as np
 import torch
 
-from .. import fileio, registry
+from .. import fileio, registry, runlock
 from ..constants import MISSING_VALENCE
 from ..data import checks
 from .. import runtime
@@ -388,7 +388,8 @@ def main(argv=None):
     try:
         for cfg in configs:                     # an unwritable output folder fails before any work
             fileio.ensure_writable_dir(cfg.out, "--save_root")
-    except fileio.OutputError as exc:
+        runlock.claim(*(cfg.out for cfg in configs))     # RunFolderBusy: another live process trains into one
+    except (fileio.OutputError, runlock.RunFolderBusy) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     first = configs[0]

@@ -19,7 +19,7 @@ from typing import List
 import numpy as np
 import torch
 
-from .. import fileio, registry
+from .. import fileio, registry, runlock
 from ..data.merbench_layout import DataError, FeatureDataset, SplitLoader
 from .. import runtime
 from ..evaluate import conditions, metrics, report, robust_eval
@@ -287,6 +287,7 @@ def run(configs: List[RunConfig]) -> dict:
     if first.threads > 0:
         torch.set_num_threads(first.threads)
     ds, train, tests = load_data(first)
+    runlock.claim(*(c.out for c in configs))    # RunFolderBusy: another live process trains into one of them
     models = list(dict.fromkeys(c.model for c in configs))
     seeds = list(first.seeds)
     run_stamps = stamps(len(seeds))
