@@ -95,6 +95,28 @@ def test_a_live_holder_is_named_a_killed_one_frees_the_folder(tmp_path):
     assert os.listdir(run) == ["result"]                                  # released: the lock file goes too
 
 
+def test_a_launcher_hands_its_locks_down_to_the_job(tmp_path):
+    """acquire (launcher) -> hand_down -> claim in the job adopts them; a third process is refused all along;
+    the lock file is the launcher's to remove."""
+    run = tmp_path / "seed0"
+    held, busy = runlock.acquire([str(run)], ["job", "argv"])
+    assert busy is None and runlock.owner(str(run)).endswith(": job argv")
+    env, fds = runlock.hand_down(held)
+    code = ("import sys; from merbench_plugins import runlock; runlock.claim(sys.argv[1]); "
+            "print(runlock.owner(sys.argv[1]), flush=True)")
+    try:
+        job = subprocess.run([sys.executable, "-c", code, str(run)], pass_fds=fds, capture_output=True, text=True,
+                             env=dict(os.environ, PYTHONPATH=str(REPO), **env))
+        assert job.returncode == 0 and job.stdout.strip() == "None", job.stderr     # adopted: held by itself
+        assert (run / runlock.LOCK_NAME).exists()                 # the job is gone, the launcher still holds it
+        third = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True,
+                               env=dict(os.environ, PYTHONPATH=str(REPO), **env))    # same env, no fds: refused
+        assert third.returncode == 1 and "RunFolderBusy" in third.stderr
+    finally:
+        runlock.release_all(held)
+    assert os.listdir(run) == [] and runlock.owner(str(run)) is None
+
+
 def test_standalone_runner_refuses_a_folder_another_live_process_trains_into(tmp_path, tiny_data, capsys):
     out = tmp_path / "run"
     holder = hold(out)

@@ -608,6 +608,21 @@ def test_a_run_folder_another_live_process_holds_is_skipped_then_trained_once_it
     assert "| attention | attention | 3    | 0 1 2 |" in stdout
 
 
+def test_two_launchers_on_one_folder_train_each_seed_once(seeds_cli):
+    """The second launcher skips what the first trains, and the first skips (or finds finished) what the second
+    took meanwhile: the run folder is locked from the launcher's check until its job exits."""
+    start, out = seeds_cli
+    first = start(SEEDS="0 1", FAKE_SLEEP_0="2", FAKE_SLEEP_1="3")     # the second starts within 5 s
+    run_pids(out / "attention" / "seed0")
+    second = start(SEEDS="0 1", FAKE_SLEEP_1="1")
+    (out1, _), (out2, err2) = first.communicate(timeout=60), second.communicate(timeout=60)
+    starts = [line.split()[2] for line in (out1 + out2).splitlines() if line.startswith("start ")]
+    assert sorted(starts) == ["seed=0", "seed=1"], out1 + out2
+    assert "skip  attention" in out2 and second.returncode == 1 and "1 job(s) not run" in err2
+    for seed in (0, 1):
+        assert len(list((out / "attention" / f"seed{seed}").glob("summary_*.json"))) == 1
+
+
 @pytest.mark.parametrize("command", ["seeds", "ablate", "bench-robust", "search"])
 def test_an_unwritable_output_folder_is_one_line_before_any_work(tmp_path, command):
     (tmp_path / "afile").write_text("x")

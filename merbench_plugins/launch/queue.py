@@ -186,21 +186,30 @@ class Queue:
         return env
 
     def run_one(self, job: Job):
-        """Exit code of the job (None: finished meanwhile by someone else; SKIPPED: someone else trains it)."""
+        """Exit code of the job (None: finished meanwhile by someone else; SKIPPED: someone else trains it).
+        The job's run folders are locked from before the check until it exits (its runner adopts the locks)."""
         if self.finished is not None and self.finished(job.run_dir):
             return None
-        busy = runlock.owners(job.lock_dirs)
+        held, busy = runlock.acquire(job.lock_dirs, job.command)
         if busy:
-            folder, who = busy[0]
-            self.say(f"skip  {job.name:<28} {job.label:<9} another live process trains {folder} ({who})")
+            self.say(f"skip  {job.name:<28} {job.label:<9} another live process trains {busy[0]} ({busy[1]})")
             return SKIPPED
+        try:
+            if held and self.finished is not None and self.finished(job.run_dir):
+                return None            # finished by the process whose lock we waited for
+            return self.start(job, held)
+        finally:
+            runlock.release_all(held)
+
+    def start(self, job: Job, held: Dict[str, int]) -> int:
         write_meta(job)
         rotate_log(job.log)
         self.say(f"start {job.name:<28} {job.label:<9} {device_label(job.device):<6} log: {job.log}")
         start = time.time()
         with open(job.log, "w") as log:
-            proc = spawn(job.command, cwd=job.workdir, env=self.env(job), stdout=log, stderr=subprocess.STDOUT,
-                         stdin=subprocess.DEVNULL)
+            env, fds = runlock.hand_down(held)
+            proc = spawn(job.command, cwd=job.workdir, env=dict(self.env(job), **env), stdout=log,
+                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, pass_fds=fds)
             with self.lock:
                 self.procs[job.slot] = proc
             try:
