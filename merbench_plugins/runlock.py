@@ -36,6 +36,7 @@ RETRY = 1.0                  # seconds to retry a taken lock (a probe holds it f
 OUTPUT_SUBFOLDERS = ("result", "models", "model", "summary", "robust")
 
 _held: Dict[str, Tuple[int, bool]] = {}   # real folder path -> (fd holding its lock, whether we made the lock file)
+_made_dirs: Dict[int, List[str]] = {}     # lock fd -> the folders made to hold it, deepest first
 
 
 class RunFolderBusy(ValueError):
@@ -91,9 +92,20 @@ def _same_file(path: str, fd: int) -> bool:
         return False
 
 
-def _lock(folder: str, command: Optional[Sequence[str]] = None) -> Optional[int]:
-    """The fd holding ``folder``'s lock with our name written in it, or None when another process holds it."""
+def _made(folder: str) -> List[str]:
+    """Make ``folder`` and its missing parents; the ones made, deepest first (to remove them again)."""
+    made, d = [], os.path.abspath(folder)
+    while not os.path.isdir(d):
+        made.append(d)
+        d = os.path.dirname(d)
     os.makedirs(folder, exist_ok=True)
+    return made
+
+
+def _lock(folder: str, command: Optional[Sequence[str]] = None) -> Optional[int]:
+    """The fd holding ``folder``'s lock with our name written in it, or None when another process holds it.
+    Folders it had to make are removed again if they are still empty when the lock is given up."""
+    made = _made(folder)
     path, deadline = lock_path(folder), time.time() + RETRY
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -102,11 +114,13 @@ def _lock(folder: str, command: Optional[Sequence[str]] = None) -> Optional[int]
         except BlockingIOError:
             os.close(fd)
             if time.time() > deadline:
+                _remove_empty(made)
                 return None
             time.sleep(0.05)
             continue
         if _same_file(path, fd):     # not unlinked by an owner releasing it meanwhile
             _sign(fd, command)
+            _made_dirs[fd] = made
             return fd
         os.close(fd)
 
@@ -119,13 +133,23 @@ def _sign(fd: int, command: Optional[Sequence[str]] = None):
 
 
 def _unlock(folder: str, fd: int, made: bool = True):
-    """Close ``fd`` (dropping its lock); the lock file goes first if we made it and it is still that file."""
+    """Close ``fd`` (dropping its lock); the lock file goes first if we made it and it is still that file, and
+    the folders made for it if nothing else was put there."""
     if made and _same_file(lock_path(folder), fd):
         try:
             os.unlink(lock_path(folder))
         except OSError:
             pass
     os.close(fd)
+    _remove_empty(_made_dirs.pop(fd, []))
+
+
+def _remove_empty(folders: List[str]):
+    for d in folders:
+        try:
+            os.rmdir(d)
+        except OSError:
+            return
 
 
 def acquire(folders: Sequence[str], command: Optional[Sequence[str]] = None):
@@ -203,15 +227,13 @@ def claim(*folders: str):
             fileio.remove_leftover_temps(d)          # a killed writer's temp files
 
 
-def release(folder: str):
-    """Give up ``folder``'s lock (and its file, if we made it: removed while still held, so no one locks a
-    dead name); a lock handed down by the launcher stays the launcher's to remove."""
-    real = os.path.realpath(folder)
-    if real in _held:
-        _unlock(real, *_held.pop(real))
+def release(*folders: str):
+    """Give up these folders' locks (none named: every lock :func:`claim` took), and their files if we made
+    them (removed while still held, so no one locks a dead name); a lock handed down by the launcher stays
+    the launcher's to remove. At exit this happens by itself."""
+    for real in [os.path.realpath(f) for f in folders] if folders else list(_held):
+        if real in _held:
+            _unlock(real, *_held.pop(real))
 
 
-@atexit.register
-def _release_all():
-    for folder in list(_held):
-        release(folder)
+atexit.register(release)

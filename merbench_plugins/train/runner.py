@@ -318,6 +318,8 @@ def main(argv=None):
     except (ConfigError, DataError, FloatingPointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        runlock.release()                        # the run folders it held (called in-process too)
     return 0
 
 
