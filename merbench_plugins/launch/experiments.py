@@ -89,6 +89,8 @@ class Setup:
     data: str = ""
     extra: List[str] = field(default_factory=list)      # EXTRA and the flags after --
     parallel_seeds: bool = False    # one job per variant carrying all its unfinished seeds
+    slurm: bool = False             # submit SLURM arrays instead of running on the local queue
+    dry_run: bool = False           # list the jobs, run nothing
     env: dict = field(default_factory=dict)
 
     def get(self, key, default=""):
@@ -239,7 +241,8 @@ def setup(name: str, args, flags: List[str], default_out: str, env=None,
         raise LaunchError(str(exc)) from None
     s = Setup(name=name, mode="standalone" if args.standalone else "merbench", python=python, workdir=os.getcwd(),
               out=out, seeds=[int(x) for x in seeds], slots=[], env=env,
-              parallel_seeds=bool(getattr(args, "parallel_seeds", False)) or env.get("PARALLEL_SEEDS") == "1")
+              parallel_seeds=bool(getattr(args, "parallel_seeds", False)) or env.get("PARALLEL_SEEDS") == "1",
+              slurm=bool(args.slurm), dry_run=bool(args.dry_run))
     if args.standalone:
         s.data = os.path.abspath(args.standalone)
         if not os.path.isdir(s.data):
@@ -426,17 +429,17 @@ def submit(s: Setup, pending: List[Job], opts: slurm.SlurmOptions, dry_run: bool
     return 1 if status == slurm.REFUSED else 0
 
 
-def run(s: Setup, variants: List[Variant], args) -> int:
+def run(s: Setup, variants: List[Variant]) -> int:
     jobs, pending = plan(s, variants)
     n = len(jobs)
     grouped = "; unfinished seeds of a variant as one job (parallel seeds)" if s.parallel_seeds else ""
     print(f"{s.name}: {n} jobs = {len(variants)} variant(s) x {len(s.seeds)} seed(s) "
           f"({' '.join(map(str, s.seeds))}){grouped}; mode {s.mode}; out {s.out}")
     print("\n".join(listing(jobs, pending)), flush=True)
-    if args.slurm:
-        return submit(s, pending, slurm.SlurmOptions.from_env(s.env), args.dry_run)
+    if s.slurm:
+        return submit(s, pending, slurm.SlurmOptions.from_env(s.env), s.dry_run)
     slots = f"{len(s.slots)} slot(s): {' '.join(s.slots)}"
-    if args.dry_run:
+    if s.dry_run:
         print(f"dry run: {len(pending)} to run, {n - len(pending)} finished (skipped); on {slots}")
         return 0
     os.makedirs(s.out, exist_ok=True)
@@ -496,7 +499,7 @@ def _main(command: str, argv) -> int:
         default_out = f"runs/{name}/{time.strftime('%Y%m%d-%H%M%S')}"
     opts = slurm.SlurmOptions.from_env() if args.slurm else None
     s = setup(name, args, flags, default_out, slurm_opts=opts)
-    return run(s, variants, args)
+    return run(s, variants)
 
 
 def main_for(command: str):

@@ -57,7 +57,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, Optional
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
 
 import yaml
 
@@ -111,29 +112,29 @@ def child_env():
     return env
 
 
-def runner_command(args, hyper_path: str, run_dir: str, seed: int, gpu: Optional[int]):
+def runner_command(cfg, hyper_path: str, run_dir: str, seed: int, gpu: Optional[int]):
     """(argv, cwd) of one training run: standalone runner or MERBench's main-robust.py."""
     boot = ["-c", "import sys; from merbench_plugins.search.runner import child_main; child_main(sys.argv[1:])",
             str(os.getpid())]
-    if args.merbench:
-        cmd = boot + ["script", "main-robust.py", "--model", args.model, "--hyper_path", hyper_path,
+    if cfg.merbench:
+        cmd = boot + ["script", "main-robust.py", "--model", cfg.model, "--hyper_path", hyper_path,
                       "--save_root", os.path.join(run_dir, "saved"), "--seed", str(seed)]
         if gpu is not None:
             cmd += ["--gpu", str(gpu)]
-        cwd = args.merbench
+        cwd = cfg.merbench
     else:
-        cmd = boot + ["module", "merbench_plugins", "train", args.data, "--model", args.model,
+        cmd = boot + ["module", "merbench_plugins", "train", cfg.data, "--model", cfg.model,
                       "--hyper_path", hyper_path, "--out", run_dir, "--seed", str(seed)]
         if gpu is not None:
             cmd += ["--device", f"cuda:{gpu}"]
         cwd = None
-    return [sys.executable] + cmd + list(args.runner_args), cwd
+    return [sys.executable] + cmd + list(cfg.runner_args), cwd
 
 
-def find_summary(run_dir: str, args) -> Optional[str]:
+def find_summary(run_dir: str, cfg) -> Optional[str]:
     import glob
-    pattern = os.path.join(run_dir, "saved*", "summary", "*.json") if args.merbench else \
-        os.path.join(run_dir, f"summary_{args.model}_*.json")
+    pattern = os.path.join(run_dir, "saved*", "summary", "*.json") if cfg.merbench else \
+        os.path.join(run_dir, f"summary_{cfg.model}_*.json")
     found = sorted(glob.glob(pattern), key=os.path.getmtime)
     return found[-1] if found else None
 
@@ -144,12 +145,12 @@ def error_tail(text: str, lines: int = 25, chars: int = 3000) -> str:
     return "\n".join(keep[-lines:])[-chars:]
 
 
-def run_training(args, hyper_path: str, run_dir: str, seed: int, gpu: Optional[int], on_line=None,
+def run_training(cfg, hyper_path: str, run_dir: str, seed: int, gpu: Optional[int], on_line=None,
                  timeout: Optional[float] = None):
     """Run one training in a child process, log to run_dir/log.txt; returns (returncode, log text).
 
     ``on_line(line)`` may return True to stop the run (pruning); KeyboardInterrupt kills the child."""
-    cmd, cwd = runner_command(args, hyper_path, run_dir, seed, gpu)
+    cmd, cwd = runner_command(cfg, hyper_path, run_dir, seed, gpu)
     log_path = os.path.join(run_dir, "log.txt")
     proc = subprocess.Popen(cmd, cwd=cwd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, errors="replace", bufsize=1)
@@ -210,15 +211,15 @@ def write_hyper_yaml(path: str, model: str, settings: dict, comment: str = "") -
 
 # ---------------------------------------------------------------- the worker
 
-def make_objective(optuna, args, space, fixed, gpu, current):
+def make_objective(optuna, cfg, space, fixed, gpu, current):
     keys = sorted(space)
-    wanted = {"emoval", "f1"} if args.metric == "auto" else {args.metric}    # fold lines the pruner reads
+    wanted = {"emoval", "f1"} if cfg.metric == "auto" else {cfg.metric}    # fold lines the pruner reads
 
     def objective(trial):
         current["number"] = trial.number
         trial.set_user_attr("worker_host", socket.gethostname())
         trial.set_user_attr("worker_pid", os.getpid())
-        if is_surplus(optuna, trial, args.trials):
+        if is_surplus(optuna, trial, cfg.trials):
             trial.set_user_attr("surplus", True)
             current["surplus"] = True
             raise TrialFailed("surplus: the study already holds --trials trials")
@@ -226,12 +227,12 @@ def make_objective(optuna, args, space, fixed, gpu, current):
         twin = finished_twin(optuna, trial, params, keys)     # trained (or training) already: reuse it
         if twin is not None:
             return reuse_twin(optuna, trial, twin, params)
-        run_dir = report.unique_path(os.path.join(args.out, "trials", f"trial_{trial.number:04d}"))
+        run_dir = report.unique_path(os.path.join(cfg.out, "trials", f"trial_{trial.number:04d}"))
         os.makedirs(run_dir)
         trial.set_user_attr("dir", run_dir)
         if gpu is not None:
             trial.set_user_attr("gpu", gpu)
-        hyper = write_hyper_yaml(os.path.join(run_dir, "hyper.yaml"), args.model, {**fixed, **params})
+        hyper = write_hyper_yaml(os.path.join(run_dir, "hyper.yaml"), cfg.model, {**fixed, **params})
 
         folds = {}
 
@@ -245,8 +246,8 @@ def make_objective(optuna, args, space, fixed, gpu, current):
 
         start = time.time()
         try:
-            code, log, timed_out = run_training(args, hyper, run_dir, args.seed, gpu, on_line=on_line,
-                                                timeout=args.trial_timeout)
+            code, log, timed_out = run_training(cfg, hyper, run_dir, cfg.seed, gpu, on_line=on_line,
+                                                timeout=cfg.trial_timeout)
         except KeyboardInterrupt:
             trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM)")
             trial.set_user_attr("interrupted", True)          # not a lost worker: no retry is used up
@@ -266,10 +267,10 @@ def make_objective(optuna, args, space, fixed, gpu, current):
                 trial.set_user_attr("outcome", "diverged")
                 raise optuna.TrialPruned("diverged: " + tail.splitlines()[-1] if tail else "diverged")
             trial.set_user_attr("outcome", "timeout" if timed_out else "killed" if code < 0 else "error")
-            why = f"timed out after {args.trial_timeout}s" if timed_out else \
+            why = f"timed out after {cfg.trial_timeout}s" if timed_out else \
                 f"runner killed by signal {-code} (out of memory?)" if code < 0 else f"runner exit {code}"
             raise TrialFailed(f"{why}: {tail.splitlines()[-1] if tail else ''}")
-        summary_path = find_summary(run_dir, args)
+        summary_path = find_summary(run_dir, cfg)
         if summary_path is None:
             trial.set_user_attr("outcome", "error")
             trial.set_user_attr("error", "runner exited 0 but wrote no summary JSON\n" + tail)
@@ -277,7 +278,7 @@ def make_objective(optuna, args, space, fixed, gpu, current):
         cv = read_cv(summary_path).get("cv", {})
         trial.set_user_attr("cv", cv)
         trial.set_user_attr("summary", summary_path)
-        name, value = objective_value(cv, args.metric)
+        name, value = objective_value(cv, cfg.metric)
         if value is None:
             trial.set_user_attr("outcome", "nan")
             trial.set_user_attr("error", f"cv {name} is {cv.get(name)!r} (cv: {cv})")
@@ -355,31 +356,31 @@ def serialize_ask(study, lock_path: str):
     study.ask = locked_ask
 
 
-def run_worker(optuna, args, space, fixed, order_seed: int, worker_index: int, announce: bool) -> int:
+def run_worker(optuna, cfg, space, fixed, order_seed: int, worker_index: int, announce: bool) -> int:
     """One worker: run trials of the shared study until it holds --trials (or the grid is used up)."""
-    gpu = args.gpu_list[worker_index % len(args.gpu_list)] if args.gpu_list else None
-    seed = None if args.sampler_seed is None else args.sampler_seed + 7919 * worker_index
-    storage = open_storage(optuna, args.storage, args.heartbeat)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=3) if args.pruner == "median" else optuna.pruners.NopPruner()
-    study = optuna.load_study(study_name=args.study, storage=storage,
-                              sampler=make_sampler(optuna, args.sampler, space, seed, order_seed), pruner=pruner)
-    if args.storage.startswith("sqlite"):
-        serialize_ask(study, os.path.join(args.out, ".ask.lock"))
-    metric_label = "cv " + (args.metric if args.metric != "auto" else "emoval")
+    gpu = cfg.gpu_list[worker_index % len(cfg.gpu_list)] if cfg.gpu_list else None
+    seed = None if cfg.sampler_seed is None else cfg.sampler_seed + 7919 * worker_index
+    storage = open_storage(optuna, cfg.storage, cfg.heartbeat)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3) if cfg.pruner == "median" else optuna.pruners.NopPruner()
+    study = optuna.load_study(study_name=cfg.study, storage=storage,
+                              sampler=make_sampler(optuna, cfg.sampler, space, seed, order_seed), pruner=pruner)
+    if cfg.storage.startswith("sqlite"):
+        serialize_ask(study, os.path.join(cfg.out, ".ask.lock"))
+    metric_label = "cv " + (cfg.metric if cfg.metric != "auto" else "emoval")
     current = {}
-    objective = make_objective(optuna, args, space, fixed, gpu, current)
+    objective = make_objective(optuna, cfg, space, fixed, gpu, current)
     try:                                      # SLURM preemption / scancel: requeue, then stop
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     except ValueError:                        # not the main thread
         previous = None
     try:
-        return _worker_loop(optuna, args, space, study, objective, current, worker_index, announce, metric_label)
+        return _worker_loop(optuna, cfg, space, study, objective, current, worker_index, announce, metric_label)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _worker_loop(optuna, args, space, study, objective, current, worker_index, announce, metric_label) -> int:
+def _worker_loop(optuna, cfg, space, study, objective, current, worker_index, announce, metric_label) -> int:
     while True:
         stale = fail_stale_trials(optuna, study)
         if stale:
@@ -387,10 +388,10 @@ def _worker_loop(optuna, args, space, study, objective, current, worker_index, a
                   "their settings are queued again", flush=True)
         trials = study.get_trials(deepcopy=False)
         counted, running, waiting = budget(optuna, trials)
-        if not waiting and counted >= args.trials:
+        if not waiting and counted >= cfg.trials:
             break
-        if not waiting and counted + running >= args.trials:
-            if args.heartbeat <= 0:
+        if not waiting and counted + running >= cfg.trials:
+            if cfg.heartbeat <= 0:
                 break             # the running trials are someone else's; without heartbeats we cannot tell if they live
             time.sleep(2)         # wait for the last trials: if their worker dies, their settings come back here
             continue
@@ -398,8 +399,8 @@ def _worker_loop(optuna, args, space, study, objective, current, worker_index, a
             print(f"worker {worker_index}: every setting of the grid ({grid_size(space)}) has been tried; stopping",
                   flush=True)
             break
-        if not waiting and args.sampler == "random" and grid_exhausted(optuna, study, space, with_running=True):
-            if args.heartbeat <= 0:
+        if not waiting and cfg.sampler == "random" and grid_exhausted(optuna, study, space, with_running=True):
+            if cfg.heartbeat <= 0:
                 break             # the rest is running elsewhere; a rerun takes it over if its worker died
             time.sleep(2)         # the last settings are training: wait in case their worker dies
             continue
@@ -422,7 +423,7 @@ def _worker_loop(optuna, args, space, study, objective, current, worker_index, a
         if "number" in current and not current.get("surplus"):
             print(describe_finished(optuna, study, current["number"], metric_label), flush=True)
             if announce:
-                print(progress_line(optuna, study, args.trials, metric_label), flush=True)
+                print(progress_line(optuna, study, cfg.trials, metric_label), flush=True)
     return 0
 
 
@@ -432,40 +433,40 @@ def _raise_interrupt(signum, frame):
 
 # ---------------------------------------------------------------- orchestration
 
-def worker_argv(args, worker_index) -> List[str]:
+def worker_argv(cfg, worker_index) -> List[str]:
     """The command line of one worker process (local or SLURM) joining the same study."""
-    argv = [sys.executable, "-m", "merbench_plugins", "search", "--model", args.model, "--out", args.out,
-            "--storage", args.storage, "--study", args.study, "--trials", str(args.trials),
-            "--sampler", args.sampler, "--metric", args.metric, "--seed", str(args.seed),
-            "--heartbeat", str(args.heartbeat), "--pruner", args.pruner]
-    argv += ["--merbench", args.merbench] if args.merbench else ["--data", args.data]
-    if args.grid:
-        argv += ["--grid", args.grid]
-    if args.gpus and worker_index != slurm.TASK_ID:
-        argv += ["--gpus", args.gpus]
-    if args.sampler_seed is not None:
-        argv += ["--sampler_seed", str(args.sampler_seed)]
-    if args.trial_timeout:
-        argv += ["--trial_timeout", str(args.trial_timeout)]
+    argv = [sys.executable, "-m", "merbench_plugins", "search", "--model", cfg.model, "--out", cfg.out,
+            "--storage", cfg.storage, "--study", cfg.study, "--trials", str(cfg.trials),
+            "--sampler", cfg.sampler, "--metric", cfg.metric, "--seed", str(cfg.seed),
+            "--heartbeat", str(cfg.heartbeat), "--pruner", cfg.pruner]
+    argv += ["--merbench", cfg.merbench] if cfg.merbench else ["--data", cfg.data]
+    if cfg.grid:
+        argv += ["--grid", cfg.grid]
+    if cfg.gpus and worker_index != slurm.TASK_ID:
+        argv += ["--gpus", cfg.gpus]
+    if cfg.sampler_seed is not None:
+        argv += ["--sampler_seed", str(cfg.sampler_seed)]
+    if cfg.trial_timeout:
+        argv += ["--trial_timeout", str(cfg.trial_timeout)]
     argv += ["--worker_index", str(worker_index)]
-    if args.runner_args:
-        argv += ["--"] + list(args.runner_args)
+    if cfg.runner_args:
+        argv += ["--"] + list(cfg.runner_args)
     return argv
 
 
-def run_local_workers(optuna, args, study, space, metric_label, workers: int) -> int:
+def run_local_workers(optuna, cfg, study, space, metric_label, workers: int) -> int:
     """K worker processes sharing the study (the launcher's queue, one slot each, on gpus[i % len]); this
     process prints progress until they all exit."""
-    log_dir = os.path.join(args.out, "logs")
+    log_dir = os.path.join(cfg.out, "logs")
     env = {k: v for k, v in child_env().items() if os.environ.get(k) != v}
-    jobs = [Job(name=f"worker_{i}", command=worker_argv(args, i), run_dir=log_dir, workdir=os.getcwd(), env=env,
+    jobs = [Job(name=f"worker_{i}", command=worker_argv(cfg, i), run_dir=log_dir, workdir=os.getcwd(), env=env,
                 meta_name=None, log_name=f"worker_{i}.log") for i in range(workers)]
-    queue.deal(jobs, [str(args.gpu_list[i % len(args.gpu_list)]) if args.gpu_list else CPU for i in range(workers)])
+    queue.deal(jobs, [str(cfg.gpu_list[i % len(cfg.gpu_list)]) if cfg.gpu_list else CPU for i in range(workers)])
     print(f"starting {workers} workers (logs: {log_dir}/worker_*.log)", flush=True)
     last = []
 
     def progress():
-        line = progress_line(optuna, study, args.trials, metric_label)
+        line = progress_line(optuna, study, cfg.trials, metric_label)
         if last[-1:] != [line]:
             print(line, flush=True)
             last.append(line)
@@ -480,52 +481,52 @@ def run_local_workers(optuna, args, study, space, metric_label, workers: int) ->
             tail = (error_tail(f.read(), lines=1) or "(empty log)").strip()
         print(f"warning: {job.name.replace('_', ' ')} exited with {code}: {tail} (see {job.log})", file=sys.stderr)
     counted = budget(optuna, study.get_trials(deepcopy=False))[0]
-    if failed and (len(failed) == len(jobs) or (counted < args.trials and not grid_exhausted(optuna, study, space))):
-        print(f"error: {len(failed)} of {len(jobs)} workers crashed and the study is not done ({counted}/{args.trials} "
+    if failed and (len(failed) == len(jobs) or (counted < cfg.trials and not grid_exhausted(optuna, study, space))):
+        print(f"error: {len(failed)} of {len(jobs)} workers crashed and the study is not done ({counted}/{cfg.trials} "
               "trials); fix the cause above and rerun the same command to resume", file=sys.stderr)
         return 1
     return 0
 
 
-def submit_slurm(args) -> int:
+def submit_slurm(cfg) -> int:
     """Write an sbatch array of workers + a dependent report job (the launcher's SLURM scripts); submit
     them if sbatch exists."""
-    slurm_dir = os.path.join(args.out, "slurm")
+    slurm_dir = os.path.join(cfg.out, "slurm")
     os.makedirs(slurm_dir, exist_ok=True)
-    opts = slurm.SlurmOptions(time="", cpus=0, gpus=0 if args.no_gres else 1, extra=shlex.split(args.sbatch_args or ""))
-    name = f"search-{args.study}"
-    final = worker_argv(args, slurm.TASK_ID)     # no --gpus: the job sees its one GPU as device 0
-    final = final[:final.index("--worker_index")] + ["--report_only", "--seeds", str(args.seeds)] + \
+    opts = slurm.SlurmOptions(time="", cpus=0, gpus=0 if cfg.no_gres else 1, extra=shlex.split(cfg.sbatch_args or ""))
+    name = f"search-{cfg.study}"
+    final = worker_argv(cfg, slurm.TASK_ID)     # no --gpus: the job sees its one GPU as device 0
+    final = final[:final.index("--worker_index")] + ["--report_only", "--seeds", str(cfg.seeds)] + \
         final[final.index("--worker_index") + 2:]
     search_sh, report_sh = os.path.join(slurm_dir, "search.sbatch"), os.path.join(slurm_dir, "report.sbatch")
-    slurm.write_script(search_sh, slurm.pool_script(name, worker_argv(args, slurm.TASK_ID), os.getcwd(),
-                                                    f"{slurm_dir}/worker_%a.log", opts, tasks=args.workers))
+    slurm.write_script(search_sh, slurm.pool_script(name, worker_argv(cfg, slurm.TASK_ID), os.getcwd(),
+                                                    f"{slurm_dir}/worker_%a.log", opts, tasks=cfg.workers))
     slurm.write_script(report_sh, slurm.pool_script(name, final, os.getcwd(), f"{slurm_dir}/report.log", opts))
-    print(f"wrote {search_sh} ({args.workers} workers) and {report_sh} (table, seeds, best.yaml)")
-    if args.storage.startswith("sqlite"):
+    print(f"wrote {search_sh} ({cfg.workers} workers) and {report_sh} (table, seeds, best.yaml)")
+    if cfg.storage.startswith("sqlite"):
         print("warning: SQLite on a shared filesystem is unreliable with many nodes; prefer "
               "--storage postgresql://USER:PASS@HOST/DB (any Optuna RDB URL)", file=sys.stderr)
     status = slurm.submit(search_sh, name, opts, then_script=report_sh, then_what=" (the report)",
                           what="worker array")
     if status != slurm.SUBMITTED:
         return 1
-    print(f"watch with: python -m merbench_plugins search --model {args.model} --out {args.out} "
-          f"--storage '{args.storage}' --study {args.study} --status")
+    print(f"watch with: python -m merbench_plugins search --model {cfg.model} --out {cfg.out} "
+          f"--storage '{cfg.storage}' --study {cfg.study} --status")
     return 0
 
 
 # ---------------------------------------------------------------- the report
 
-def rerun_seeds(args, best_yaml_text: str, seeds: List[int], config: Dict[str, str]):
+def rerun_seeds(cfg, best_yaml_text: str, seeds: List[int], config: Dict[str, str]):
     """The best setting over fresh seeds, on the launcher's queue (--workers slots over --gpus); reuses a
     finished run only when its settings and its whole configuration (:func:`run_config`, runner flags
     included) match."""
     key = json.dumps(config, sort_keys=True)
     results, jobs = {}, []
     for seed in seeds:
-        run_dir = os.path.join(args.out, "best", f"seed_{seed}")
+        run_dir = os.path.join(cfg.out, "best", f"seed_{seed}")
         hyper, made_by = os.path.join(run_dir, "hyper.yaml"), os.path.join(run_dir, "config.json")
-        summary = find_summary(run_dir, args) if os.path.isdir(run_dir) else None
+        summary = find_summary(run_dir, cfg) if os.path.isdir(run_dir) else None
         if summary and os.path.isfile(hyper) and open(hyper).read() == best_yaml_text and \
                 os.path.isfile(made_by) and open(made_by).read() == key:
             results[seed] = (seed, read_cv(summary), None)
@@ -536,17 +537,17 @@ def rerun_seeds(args, best_yaml_text: str, seeds: List[int], config: Dict[str, s
         report.atomic_write_text(hyper, best_yaml_text)
         report.atomic_write_text(made_by, key)
         jobs.append(Job(name=f"seed_{seed}", command=[], run_dir=run_dir, label=f"seed={seed}", meta_name=None,
-                        log_name="log.txt", timeout=args.trial_timeout, meta={"seed": seed, "hyper": hyper}))
-    workers = max(1, args.workers)
-    queue.deal(jobs, [str(args.gpu_list[k % len(args.gpu_list)]) if args.gpu_list else CPU for k in range(workers)])
+                        log_name="log.txt", timeout=cfg.trial_timeout, meta={"seed": seed, "hyper": hyper}))
+    workers = max(1, cfg.workers)
+    queue.deal(jobs, [str(cfg.gpu_list[k % len(cfg.gpu_list)]) if cfg.gpu_list else CPU for k in range(workers)])
     env = {k: v for k, v in child_env().items() if os.environ.get(k) != v}
     for job in jobs:
         gpu = None if job.device == CPU else int(job.device)
-        job.command, cwd = runner_command(args, job.meta["hyper"], job.run_dir, job.meta["seed"], gpu)
+        job.command, cwd = runner_command(cfg, job.meta["hyper"], job.run_dir, job.meta["seed"], gpu)
         job.workdir, job.env = cwd or os.getcwd(), env
     failed = dict((job.name, code) for job, code in queue.run_local(jobs, finished=None))
     for job in jobs:
-        seed, summary = job.meta["seed"], find_summary(job.run_dir, args)
+        seed, summary = job.meta["seed"], find_summary(job.run_dir, cfg)
         if job.name in failed or summary is None:
             with open(job.log, errors="replace") as f:
                 tail = error_tail(f.read()).splitlines()[-1:]
@@ -575,15 +576,15 @@ def seeds_table(results, metric_name):
     return headers, rows, stats
 
 
-def finalize(optuna, args, study, space, fixed, grid_source) -> int:
+def finalize(optuna, cfg, study, space, fixed, grid_source) -> int:
     """Trials table, best.yaml, the best setting over --seeds seeds, importance plot, summary.json."""
-    metric_name = args.metric if args.metric != "auto" else "emoval"
+    metric_name = cfg.metric if cfg.metric != "auto" else "emoval"
     headers, rows = trials_table(optuna, study, space, metric_name)
-    report.atomic_write_text(os.path.join(args.out, "trials.md"), report.markdown_table(headers, rows) + "\n")
-    report.write_csv(os.path.join(args.out, "trials.csv"), headers, rows)
+    report.atomic_write_text(os.path.join(cfg.out, "trials.md"), report.markdown_table(headers, rows) + "\n")
+    report.write_csv(os.path.join(cfg.out, "trials.csv"), headers, rows)
     shown = rows if len(rows) <= 40 else sorted(rows, key=lambda r: -1e9 if r[len(space) + 2] is None else
-                                                (r[len(space) + 2] * (-1 if args.metric == "val_mse" else 1)))[::-1][:40]
-    print(f"\ntrials ({len(rows)}; all in {os.path.join(args.out, 'trials.md')}"
+                                                (r[len(space) + 2] * (-1 if cfg.metric == "val_mse" else 1)))[::-1][:40]
+    print(f"\ntrials ({len(rows)}; all in {os.path.join(cfg.out, 'trials.md')}"
           + (", top 40 shown" if len(rows) > 40 else "") + "):")
     print(report.markdown_table(headers, shown))
     if fixed:
@@ -593,22 +594,22 @@ def finalize(optuna, args, study, space, fixed, grid_source) -> int:
         print(f"warning: {note}", file=sys.stderr)
     best = best_trial(optuna, study)
     if best is None:
-        print(f"error: no trial completed; the errors are in {os.path.join(args.out, 'trials.md')} "
+        print(f"error: no trial completed; the errors are in {os.path.join(cfg.out, 'trials.md')} "
               "and each trial's log.txt", file=sys.stderr)
         return 1
     settings = {**fixed, **best.params}
     comment = (f"# best of study {study.study_name!r}: trial {best.number}, cv {metric_name} {best.value:.4f}\n"
                f"# grid: {grid_source}; use with --hyper_path (MERBench's format: model -> settings)")
-    best_path = write_hyper_yaml(os.path.join(args.out, "best.yaml"), args.model, settings, comment)
+    best_path = write_hyper_yaml(os.path.join(cfg.out, "best.yaml"), cfg.model, settings, comment)
     print(f"\nbest: trial {best.number}, cv {metric_name} {best.value:.4f} ({short_params(best.params)}) -> {best_path}")
-    summary = {"study": study.study_name, "model": args.model, "storage": args.storage, "metric": metric_name,
+    summary = {"study": study.study_name, "model": cfg.model, "storage": cfg.storage, "metric": metric_name,
                "best_trial": best.number, "best_value": best.value, "best_settings": settings,
                "trials": len(rows), "grid_source": grid_source, "given_up": given_up}
-    if args.seeds > 0:
-        seeds = [args.seed + 1 + k for k in range(args.seeds)]      # fresh seeds: the search ran at --seed
+    if cfg.seeds > 0:
+        seeds = [cfg.seed + 1 + k for k in range(cfg.seeds)]      # fresh seeds: the search ran at --seed
         print(f"re-running the best setting over seeds {seeds} ...", flush=True)
         with open(best_path) as f:
-            results = rerun_seeds(args, f.read(), seeds, run_config(args, space, fixed))
+            results = rerun_seeds(cfg, f.read(), seeds, run_config(cfg, space, fixed))
         for seed, s, err in results:
             if s is None:
                 print(f"warning: seed {seed} failed: {err[0] if err else ''}", file=sys.stderr)
@@ -617,19 +618,19 @@ def finalize(optuna, args, study, space, fixed, grid_source) -> int:
             pm = ["mean ± std"] + [None if m is None else f"{m:.4f}" + ("" if sd is None else f" ± {sd:.4f}")
                                    for m, sd in stats]
             table = report.markdown_table(h, r + [pm])
-            report.atomic_write_text(os.path.join(args.out, "best_seeds.md"),
-                                     f"{args.model}, best setting ({short_params(settings)}), {len(r)} seeds\n\n{table}\n")
-            report.write_csv(os.path.join(args.out, "best_seeds.csv"), h,
+            report.atomic_write_text(os.path.join(cfg.out, "best_seeds.md"),
+                                     f"{cfg.model}, best setting ({short_params(settings)}), {len(r)} seeds\n\n{table}\n")
+            report.write_csv(os.path.join(cfg.out, "best_seeds.csv"), h,
                       r + [["mean"] + [m for m, _ in stats], ["std"] + [sd for _, sd in stats]])
             print(table)
             summary["seeds"] = {col: {"mean": m, "std": sd} for col, (m, sd) in zip(h[1:], stats)}
             summary["seed_runs"] = [{"seed": seed, "ok": s is not None} for seed, s, _ in results]
         else:
             print("error: every seed re-run failed; see best/seed_*/log.txt", file=sys.stderr)
-    note = importance_plot(optuna, study, os.path.join(args.out, "importance.png"))
+    note = importance_plot(optuna, study, os.path.join(cfg.out, "importance.png"))
     print(note)
     summary["importance"] = note
-    report.write_json(os.path.join(args.out, "summary.json"), summary)
+    report.write_json(os.path.join(cfg.out, "summary.json"), summary)
     return 0
 
 
@@ -692,28 +693,28 @@ def split_argv(argv):
     return argv, []
 
 
-def check_runner_args(args, space, fixed) -> Optional[str]:
+def check_runner_args(cfg, space, fixed) -> Optional[str]:
     """Validate the flags after `--` with the runner's own parser before any trial starts; a grid
     setting given there would override every trial's value (command line > --hyper_path)."""
-    flags = {a.split("=")[0] for a in args.runner_args if a.startswith("--")}
+    flags = {a.split("=")[0] for a in cfg.runner_args if a.startswith("--")}
     clash = sorted(flags & set(RESERVED_FLAGS))
     if clash:
         return (f"{', '.join(clash)} after `--` would clash with the search (it sets --model, --hyper_path, "
                 "the output folder and --seed per trial); use the search's own --model/--seed/--out")
-    if args.gpu_list and flags & {"--device", "--gpu"}:
+    if cfg.gpu_list and flags & {"--device", "--gpu"}:
         return "--gpus sets each worker's --device/--gpu: drop --device/--gpu after `--`"
     import contextlib
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            if args.merbench:
+            if cfg.merbench:
                 from ..train.merbench_runner import build_parser as runner_parser
-                parsed = runner_parser().parse_args(["--model", args.model] + list(args.runner_args))
+                parsed = runner_parser().parse_args(["--model", cfg.model] + list(cfg.runner_args))
                 if parsed.dataset is None and parsed.train_dataset is None:
                     return "main-robust.py needs --dataset: pass MERBench's flags after `--` (e.g. -- --dataset MER2023 ...)"
             else:
                 from ..train.runner import build_parser as runner_parser
-                parsed = runner_parser().parse_args([args.data, "--model", args.model] + list(args.runner_args))
+                parsed = runner_parser().parse_args([cfg.data, "--model", cfg.model] + list(cfg.runner_args))
     except SystemExit:
         return "invalid runner flags after `--`: " + err.getvalue().strip().splitlines()[-1]
     given = [k for k in sorted({**space, **fixed}) if getattr(parsed, k, None) is not None]   # model flags default None
@@ -724,99 +725,135 @@ def check_runner_args(args, space, fixed) -> Optional[str]:
     return None
 
 
-def prepare(args) -> Optional[str]:
-    """Fill defaults and check everything that does not need Optuna; returns an error or None."""
-    args.out = os.path.abspath(args.out or f"search_{args.model}")
-    args.study = args.study or args.model
-    args.storage = args.storage or default_storage(args.out)
-    args.gpu_list = [int(g) for g in args.gpus.split(",") if g.strip()] if args.gpus else []
-    if args.status:
-        return None
+class SearchError(ValueError):
+    """A search command that cannot run; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """One ``search`` command, resolved once at the entry point (paths absolute, defaults filled, checked):
+    every function below reads this, never the command line."""
+
+    model: str
+    data: Optional[str]
+    merbench: Optional[str]
+    trials: int
+    sampler: str
+    grid: Optional[str]
+    metric: str
+    out: str
+    storage: str
+    study: str
+    workers: int
+    gpus: Optional[str]
+    gpu_list: Tuple[int, ...]
+    seeds: int
+    seed: int
+    sampler_seed: Optional[int]
+    pruner: str
+    trial_timeout: Optional[float]
+    heartbeat: int
+    slurm: bool
+    sbatch_args: Optional[str]
+    no_gres: bool
+    new: bool
+    status: bool
+    report_only: bool
+    worker_index: Optional[int]
+    runner_args: Tuple[str, ...]
+
+
+def prepare(parsed: argparse.Namespace, runner_args=()) -> SearchConfig:
+    """The parsed flags with defaults filled and everything checked that does not need Optuna
+    (:class:`SearchError` otherwise)."""
+    values = dict(vars(parsed), runner_args=tuple(runner_args))
+    values["out"] = out = os.path.abspath(parsed.out or f"search_{parsed.model}")
+    values["study"] = parsed.study or parsed.model
+    values["storage"] = parsed.storage or default_storage(out)
+    values["gpu_list"] = tuple(int(g) for g in parsed.gpus.split(",") if g.strip()) if parsed.gpus else ()
+    for key in ("data", "merbench", "grid"):
+        values[key] = os.path.abspath(values[key]) if values[key] else values[key]
+    values["trials"] = parsed.trials or 0
+    cfg = SearchConfig(**values)
+    if cfg.status:
+        return cfg
     try:
-        ensure_writable_dir(args.out, "--out")
+        ensure_writable_dir(cfg.out, "--out")
     except OutputError as exc:
-        return str(exc)
-    if not args.data and not args.merbench:
-        return "give the data: --data DIR (standalone runner) or --merbench ROOT (MERBench's main-robust.py)"
-    if args.data:
-        args.data = os.path.abspath(args.data)
-        if not os.path.isdir(args.data):
-            return f"--data {args.data} is not a folder"
-    if args.merbench:
-        args.merbench = os.path.abspath(args.merbench)
-        if not os.path.isfile(os.path.join(args.merbench, "main-robust.py")):
-            return (f"{args.merbench}/main-robust.py not found: install the models first with "
-                    f"`python -m merbench_plugins install {args.merbench}`")
-    if args.grid:
-        args.grid = os.path.abspath(args.grid)
-    if not args.report_only and (args.trials is None or args.trials < 1):
-        return "--trials N (N >= 1) is required: the total number of trials of the study"
-    if args.trials is None:
-        args.trials = 0
-    if args.workers < 1:
-        return "--workers must be at least 1"
-    if args.pruner == "median" and args.metric == "acc":
-        return ("--pruner median reads the runners' per-fold eval lines, which carry emoval, f1 (emo) or val_mse "
-                "only: use --metric auto/emoval/f1/val_mse with it, or --pruner none")
-    return None
+        raise SearchError(str(exc)) from None
+    if not cfg.data and not cfg.merbench:
+        raise SearchError("give the data: --data DIR (standalone runner) or --merbench ROOT (MERBench's main-robust.py)")
+    if cfg.data and not os.path.isdir(cfg.data):
+        raise SearchError(f"--data {cfg.data} is not a folder")
+    if cfg.merbench and not os.path.isfile(os.path.join(cfg.merbench, "main-robust.py")):
+        raise SearchError(f"{cfg.merbench}/main-robust.py not found: install the models first with "
+                          f"`python -m merbench_plugins install {cfg.merbench}`")
+    if not cfg.report_only and (parsed.trials is None or parsed.trials < 1):
+        raise SearchError("--trials N (N >= 1) is required: the total number of trials of the study")
+    if cfg.workers < 1:
+        raise SearchError("--workers must be at least 1")
+    if cfg.pruner == "median" and cfg.metric == "acc":
+        raise SearchError("--pruner median reads the runners' per-fold eval lines, which carry emoval, f1 (emo) or "
+                          "val_mse only: use --metric auto/emoval/f1/val_mse with it, or --pruner none")
+    return cfg
 
 
-def run_config(args, space, fixed) -> Dict[str, str]:
+def run_config(cfg, space, fixed) -> Dict[str, str]:
     """Everything that decides what a trial trains: a resumed study must match it exactly."""
-    return {"model": args.model, "metric": args.metric, "space": json.dumps(space, sort_keys=True),
-            "fixed": json.dumps(fixed, sort_keys=True), "data": args.data or "", "merbench": args.merbench or "",
-            "seed": str(args.seed), "runner_args": json.dumps(list(args.runner_args))}
+    return {"model": cfg.model, "metric": cfg.metric, "space": json.dumps(space, sort_keys=True),
+            "fixed": json.dumps(fixed, sort_keys=True), "data": cfg.data or "", "merbench": cfg.merbench or "",
+            "seed": str(cfg.seed), "runner_args": json.dumps(list(cfg.runner_args))}
 
 
-def open_study(optuna, args, space, fixed, grid_source, create: bool):
+def open_study(optuna, cfg, space, fixed, grid_source, create: bool):
     """Create or load the study; refuse to resume one made with another configuration (:func:`run_config`)."""
-    os.makedirs(args.out, exist_ok=True)
-    storage = open_storage(optuna, args.storage, args.heartbeat)
-    identity = run_config(args, space, fixed)
-    if getattr(args, "new", False) and args.worker_index is None:
+    os.makedirs(cfg.out, exist_ok=True)
+    storage = open_storage(optuna, cfg.storage, cfg.heartbeat)
+    identity = run_config(cfg, space, fixed)
+    if getattr(cfg, "new", False) and cfg.worker_index is None:
         try:
-            optuna.delete_study(study_name=args.study, storage=storage)
-            print(f"--new: deleted the old study {args.study!r} from {args.storage}", flush=True)
+            optuna.delete_study(study_name=cfg.study, storage=storage)
+            print(f"--new: deleted the old study {cfg.study!r} from {cfg.storage}", flush=True)
         except KeyError:
             pass
     if create:
-        study = optuna.create_study(study_name=args.study, storage=storage, load_if_exists=True,
-                                    direction="minimize" if args.metric == "val_mse" else "maximize")
+        study = optuna.create_study(study_name=cfg.study, storage=storage, load_if_exists=True,
+                                    direction="minimize" if cfg.metric == "val_mse" else "maximize")
     else:
-        study = optuna.load_study(study_name=args.study, storage=storage)
+        study = optuna.load_study(study_name=cfg.study, storage=storage)
     have = study.user_attrs
     if "model" not in have:
         for k, v in identity.items():
             study.set_user_attr(k, v)
         study.set_user_attr("grid_source", grid_source)
         # one random order of the grid for every worker of the study, also after a resume
-        seed = args.sampler_seed if args.sampler_seed is not None else random.SystemRandom().randrange(2 ** 31)
+        seed = cfg.sampler_seed if cfg.sampler_seed is not None else random.SystemRandom().randrange(2 ** 31)
         study.set_user_attr("sampler_seed", seed)
         return study
     diff = [k for k in identity if have.get(k) != identity[k]]
     if diff:
         shown = "; ".join(f"{k}: study has {have.get(k)!r}, this command {identity[k]!r}" for k in diff)
-        raise SystemExit(f"error: study {args.study!r} in {args.storage} was made with another configuration "
+        raise SystemExit(f"error: study {cfg.study!r} in {cfg.storage} was made with another configuration "
                          f"({shown}). Rerun with the same flags (runner flags after `--` included) to resume, "
                          "or pass --new to delete it and start over (or --study NAME / --out DIR for a separate one)")
     return study
 
 
-def status(optuna, args) -> int:
-    if args.storage == default_storage(args.out) and not os.path.isfile(os.path.join(args.out, "study.db")):
-        print(f"error: no study database {os.path.join(args.out, 'study.db')}; pass the search's --out or --storage",
+def status(optuna, cfg) -> int:
+    if cfg.storage == default_storage(cfg.out) and not os.path.isfile(os.path.join(cfg.out, "study.db")):
+        print(f"error: no study database {os.path.join(cfg.out, 'study.db')}; pass the search's --out or --storage",
               file=sys.stderr)
         return 1
-    storage = open_storage(optuna, args.storage, 0)
+    storage = open_storage(optuna, cfg.storage, 0)
     try:
-        study = optuna.load_study(study_name=args.study, storage=storage)
+        study = optuna.load_study(study_name=cfg.study, storage=storage)
     except KeyError:
-        print(f"error: no study {args.study!r} in {args.storage}", file=sys.stderr)
+        print(f"error: no study {cfg.study!r} in {cfg.storage}", file=sys.stderr)
         return 1
     space = json.loads(study.user_attrs.get("space", "{}"))
     metric = study.user_attrs.get("metric", "auto")
     metric_name = metric if metric != "auto" else "emoval"
-    print(progress_line(optuna, study, args.trials or study.user_attrs.get("trials", 0), "cv " + metric_name))
+    print(progress_line(optuna, study, cfg.trials or study.user_attrs.get("trials", 0), "cv " + metric_name))
     headers, rows = trials_table(optuna, study, space, metric_name)
     print(report.markdown_table(headers, rows))
     return 0
@@ -824,50 +861,50 @@ def status(optuna, args) -> int:
 
 def main(argv=None):
     own, runner_args = split_argv(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(own)
-    args.runner_args = runner_args
+    parsed = build_parser().parse_args(own)
     optuna = import_optuna()
     if optuna is None:
         return 2
-    error = prepare(args)
-    if error:
-        print(f"error: {error}", file=sys.stderr)
+    try:
+        cfg = prepare(parsed, runner_args)
+    except SearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.status:
-        return status(optuna, args)
-    space, fixed, grid_source = load_grid(args)
-    if args.worker_index is None and not args.report_only:
-        error = check_runner_args(args, space, fixed)
+    if cfg.status:
+        return status(optuna, cfg)
+    space, fixed, grid_source = load_grid(cfg)
+    if cfg.worker_index is None and not cfg.report_only:
+        error = check_runner_args(cfg, space, fixed)
         if error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-    metric_label = "cv " + (args.metric if args.metric != "auto" else "emoval")
-    if args.worker_index is not None:          # one worker of a local pool or of a SLURM array
-        study = open_study(optuna, args, space, fixed, grid_source, create=True)
-        return run_worker(optuna, args, space, fixed, study.user_attrs.get("sampler_seed", 0), args.worker_index,
+    metric_label = "cv " + (cfg.metric if cfg.metric != "auto" else "emoval")
+    if cfg.worker_index is not None:          # one worker of a local pool or of a SLURM array
+        study = open_study(optuna, cfg, space, fixed, grid_source, create=True)
+        return run_worker(optuna, cfg, space, fixed, study.user_attrs.get("sampler_seed", 0), cfg.worker_index,
                           announce=False)
-    study = open_study(optuna, args, space, fixed, grid_source, create=True)
-    print(f"study {args.study!r} in {args.storage}: {args.model}, {len(space)} searched settings "
-          f"({grid_size(space)} combinations, grid from {grid_source}), {args.sampler} sampler, "
+    study = open_study(optuna, cfg, space, fixed, grid_source, create=True)
+    print(f"study {cfg.study!r} in {cfg.storage}: {cfg.model}, {len(space)} searched settings "
+          f"({grid_size(space)} combinations, grid from {grid_source}), {cfg.sampler} sampler, "
           f"objective {metric_label}", flush=True)
-    if args.trials:
-        study.set_user_attr("trials", args.trials)      # for --status
-    if args.slurm:
-        return submit_slurm(args)
-    if not args.report_only:
+    if cfg.trials:
+        study.set_user_attr("trials", cfg.trials)      # for --status
+    if cfg.slurm:
+        return submit_slurm(cfg)
+    if not cfg.report_only:
         stale = fail_stale_trials(optuna, study)
         if stale:
             print(f"trial(s) {stale} were left RUNNING by a dead worker: marked FAIL, settings queued again")
-        print(progress_line(optuna, study, args.trials, metric_label), flush=True)
+        print(progress_line(optuna, study, cfg.trials, metric_label), flush=True)
         counted, running, waiting = budget(optuna, study.get_trials(deepcopy=False))
-        workers = min(args.workers, max(1, args.trials - counted - running + waiting))   # no idle starters
+        workers = min(cfg.workers, max(1, cfg.trials - counted - running + waiting))   # no idle starters
         if workers == 1:
-            code = run_worker(optuna, args, space, fixed, study.user_attrs.get("sampler_seed", 0), 0, announce=True)
+            code = run_worker(optuna, cfg, space, fixed, study.user_attrs.get("sampler_seed", 0), 0, announce=True)
         else:
-            code = run_local_workers(optuna, args, study, space, metric_label, workers)
+            code = run_local_workers(optuna, cfg, study, space, metric_label, workers)
         if code:
             return code
-    return finalize(optuna, args, study, space, fixed, grid_source)
+    return finalize(optuna, cfg, study, space, fixed, grid_source)
 
 
 if __name__ == "__main__":

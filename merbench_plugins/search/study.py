@@ -235,25 +235,25 @@ def split_grid(entry: dict, source: str):
     return space, fixed
 
 
-def load_grid(args):
+def load_grid(cfg):
     """The model's grid: --grid, else MERBench's toolkit/model-tune.yaml (--merbench) or the
     checkout's model-tune.yaml, else the registry's declared grid."""
-    candidates = [args.grid] if args.grid else []
-    if not args.grid and args.merbench:
-        candidates.append(os.path.join(args.merbench, "toolkit", "model-tune.yaml"))
-    if not args.grid and not args.merbench:
+    candidates = [cfg.grid] if cfg.grid else []
+    if not cfg.grid and cfg.merbench:
+        candidates.append(os.path.join(cfg.merbench, "toolkit", "model-tune.yaml"))
+    if not cfg.grid and not cfg.merbench:
         from ..registry import repo_yaml_path
         candidates.append(repo_yaml_path())
     for path in candidates:
-        if path and (os.path.isfile(path) or path == args.grid):
+        if path and (os.path.isfile(path) or path == cfg.grid):
             table = load_yaml(path)
-            if args.model in table:
-                return split_grid(table[args.model], path) + (os.path.abspath(path),)
-            if path == args.grid:
-                raise SystemExit(f"error: {path} has no entry for model {args.model!r} (has: {', '.join(table)})")
+            if cfg.model in table:
+                return split_grid(table[cfg.model], path) + (os.path.abspath(path),)
+            if path == cfg.grid:
+                raise SystemExit(f"error: {path} has no entry for model {cfg.model!r} (has: {', '.join(table)})")
     from .. import registry
     try:
-        return split_grid(registry.model_grid(args.model), "the registry") + ("registry",)
+        return split_grid(registry.model_grid(cfg.model), "the registry") + ("registry",)
     except KeyError as exc:
         raise SystemExit(f"error: {exc.args[0]}; pass its grid with --grid FILE") from None
 
