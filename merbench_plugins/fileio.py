@@ -4,6 +4,8 @@ name for their temp files (``.NAME.XXXXXXXX.tmp``: recognisable, so a later run 
 killed run left), one check that an output folder can be written before any work starts, and a run's
 files staged and moved into place together."""
 import contextlib
+import csv
+import io
 import json
 import os
 import re
@@ -217,3 +219,17 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def csv_text(headers, rows) -> str:
+    """CSV text; None cells are empty."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(headers)
+    w.writerows(["" if v is None else v for v in r] for r in rows)
+    return buf.getvalue()
+
+
+def write_csv(path: str, headers, rows) -> str:
+    atomic_write_text(path, csv_text(headers, rows))
+    return path

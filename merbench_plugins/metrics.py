@@ -13,6 +13,14 @@ def confusion_matrix(labels, preds, num_classes: int) -> np.ndarray:
                                                                                                 num_classes)
 
 
+def per_class_f1(cm: np.ndarray) -> np.ndarray:
+    """[C] F1 of each class from a [C, C] confusion matrix (0 where a class is neither true nor predicted)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
+
+
 def classification_metrics(labels, preds, num_classes: Optional[int] = None) -> Dict[str, float]:
     """Accuracy, macro-F1, weighted F1 and UAR (as scikit-learn: macro over the classes seen in labels or
     predictions; UAR = mean recall over the classes present in the labels)."""
@@ -22,9 +30,8 @@ def classification_metrics(labels, preds, num_classes: Optional[int] = None) -> 
     c = int(max(labels.max(), preds.max()) + 1) if num_classes is None else int(num_classes)
     cm = confusion_matrix(labels, preds, c).astype(np.float64)
     tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
-        recall = np.where(support > 0, tp / np.maximum(support, 1), 0.0)
+    f1 = per_class_f1(cm)
+    recall = np.where(support > 0, tp / np.maximum(support, 1), 0.0)
     seen = (support + predicted) > 0
     return {"acc": float(tp.sum() / labels.size),
             "macro_f1": float(f1[seen].mean()),

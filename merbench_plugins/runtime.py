@@ -1,6 +1,11 @@
-"""Where and how tensors run: device choice (CPU fallback), seeding, mixed precision."""
+"""Where and how tensors run: device choice (CPU fallback), seeding, mixed precision, and the software
+and hardware a run ran on (recorded in every summary)."""
 import contextlib
+import functools
+import os
+import platform
 import random
+import subprocess
 from typing import List
 
 import numpy as np
@@ -56,3 +61,34 @@ def fold_seeds(seed: int, folds: int) -> List[int]:
     fold of another (with ``seed + k``, seed 0's fold 2 was seed 1's fold 1). Fold k's seed does not depend
     on how many folds there are."""
     return [int(child.generate_state(1)[0]) for child in np.random.SeedSequence(seed).spawn(folds)]
+
+
+@functools.lru_cache(maxsize=1)
+def _git_hash():
+    """(commit, dirty) of the checkout this package runs from; (None, None) for an installed wheel."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.exists(os.path.join(root, ".git")):
+        return None, None
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=20)
+        status = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None, None
+    if head.returncode != 0:
+        return None, None
+    return head.stdout.strip(), bool(status.stdout.strip()) if status.returncode == 0 else None
+
+
+def environment() -> dict:
+    """What a result depends on besides its settings (torch, CUDA, cuDNN, GPU, this package and its git
+    commit): MMSA's and Self-MM's trackers name version drift as why results differ between machines."""
+    from . import __version__
+    commit, dirty = _git_hash()
+    cuda = torch.cuda.is_available()
+    cudnn = torch.backends.cudnn.version() if cuda and torch.backends.cudnn.is_available() else None
+    return {"merbench_plugins": __version__, "git_commit": commit, "git_dirty": dirty,
+            "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": cudnn,
+            "gpu": torch.cuda.get_device_name(torch.cuda.current_device()) if cuda else None,
+            "gpu_count": torch.cuda.device_count() if cuda else 0,
+            "python": platform.python_version(), "numpy": np.__version__, "platform": platform.platform()}

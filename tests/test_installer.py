@@ -1,5 +1,5 @@
 """install.py on a MERBench-shaped fixture tree (tests/fixtures/merbench_tree) and, when the MERTools
-mirror is around, on the real MERBench / MER2024 / MER2025 toolkits: every flag, byte-exact undo."""
+mirror is around, on the real MERBench / MER2024 / MER2025 / MER2026 toolkits: every flag, byte-exact undo."""
 import ast
 import hashlib
 import io
@@ -480,7 +480,7 @@ def test_damaged_markers_are_reported():
 
 # ------------------------------------------------------------------------- the real upstream trees
 
-UPSTREAM = ("MERBench", "MER2024", "MER2025/MER2025_Track1")
+UPSTREAM = ("MERBench", "MER2024", "MER2025/MER2025_Track1", "MER2026/MER2026_Track1")
 
 
 @pytest.mark.skipif(not (MIRROR / "HEAD").exists() and not (MIRROR / ".git").exists(),

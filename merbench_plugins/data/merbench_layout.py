@@ -80,11 +80,17 @@ def find_label_file(root: str, label_path: Optional[str] = None) -> str:
         return label_path
     if not os.path.isdir(root):
         raise DataError(f"data folder not found: {root} (expected a MERBench-layout folder with label*.npz and features/)")
-    found = sorted(glob.glob(os.path.join(root, "label*.npz")))
+    found = label_files(root)
     if not found:
         raise DataError(f"no label*.npz in {root}; pass --label_path FILE "
                         f"or generate demo data with `python -m merbench_plugins synth {root}`")
     return found[0]
+
+
+def label_files(root: str) -> List[str]:
+    """MERBench's ``label*.npz`` first, then other ``*label*.npz`` (MER2025/2026's ``track1_label_6way.npz``)."""
+    first = sorted(glob.glob(os.path.join(root, "label*.npz")))
+    return first + sorted(p for p in glob.glob(os.path.join(root, "*label*.npz")) if p not in first)
 
 
 def read_corpus(label_file: str, split: str):

@@ -6,6 +6,11 @@ losing a modality hurts a model that never learned to cope. Splits: train (a few
 modalities), test1 (clean), test2 (missing and noisy modalities, like MER2023's noise test),
 test3 (no valence labels). Both utterance ([D]) and frame ([T, D]) features are written.
 
+``--layout track1``: MER2025/2026 Track 1's files instead: ``track1_label_6way.npz`` (train + test1,
+emotion only, every test1 label the placeholder 'neutral' as upstream's preprocessing writes it without
+ground truth), ``track_all_candidates.csv`` (the names to predict) and ``track1_test_dis.csv`` (their
+true labels, the file the challenge's evaluation.py scores against).
+
 ``--preset robust-mild`` / ``robust-strong``: the corruption benchmark. Its test2 mixes clean
 samples, one or two missing modalities, and present-but-corrupted ones (strong additive noise on one
 or on every present modality, zeroed feature dimensions, scale drift, another sample's features
@@ -19,6 +24,7 @@ import sys
 
 import numpy as np
 
+from ..fileio import write_csv
 from .merbench_layout import MER2023_EMOTIONS
 
 FEATURES = ("chinese-hubert-large", "Baichuan-13B-Base", "clip-vit-large-patch14")  # audio, text, video
@@ -51,6 +57,10 @@ ROBUST_MIX = (("clean", 0.12), ("missing1", 0.14), ("missing2", 0.12), ("noise1"
 STRENGTHS = {"mild": dict(noise=1.5, dropdims=0.5, gain=2.0, shift=0.5, speaker=0.5),
              "strong": dict(noise=3.0, dropdims=0.8, gain=4.0, shift=1.0, speaker=1.0)}
 PRESETS = ("demo", "robust-mild", "robust-strong")
+LAYOUTS = ("mer2023", "track1")
+TRACK1_LABELS = "track1_label_6way.npz"
+TRACK1_CANDIDATES = "track_all_candidates.csv"
+TRACK1_TRUTH = "track1_test_dis.csv"
 
 
 def _conditions(rng, n, mix):
@@ -157,13 +167,17 @@ def _plans(preset, n_train, n_test, feat_std):
 
 
 def generate(out_dir: str, *, n_train=800, n_test=300, dims=(64, 128, 48), seed=0, frames=True,
-             preset: str = "demo") -> dict:
+             preset: str = "demo", layout: str = "mer2023") -> dict:
     """Write the dataset; returns a small description (also saved as ``synthetic.json``)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
     rng = np.random.default_rng(seed)
     views = _views(rng, dims)
     # the clean feature std of each modality: corruption strengths are multiples of it
     feat_std = [float(u.std()) for u in _sample(np.random.default_rng(seed + 1), views, 500, frames=(1, 1))[3]]
     plans = _plans(preset, n_train, n_test, feat_std)
+    if layout == "track1":                  # one unlabelled test set, emotion only
+        plans = {"train": plans["train"], "test1": plans["test1"]}
     os.makedirs(out_dir, exist_ok=True)
     levels = ("UTT", "FRA") if frames else ("UTT",)
     for m in range(3):
@@ -176,7 +190,7 @@ def generate(out_dir: str, *, n_train=800, n_test=300, dims=(64, 128, 48), seed=
         corpus = {}
         for i, name in enumerate(names):
             corpus[name] = {"emo": MER2023_EMOTIONS[emos[i]]}
-            if split != "test3":
+            if split != "test3" and layout == "mer2023":
                 corpus[name]["val"] = float(vals[i])
         corpora[f"{split}_corpus"] = corpus
         for m in range(3):
@@ -188,11 +202,19 @@ def generate(out_dir: str, *, n_train=800, n_test=300, dims=(64, 128, 48), seed=
             conditions[split] = dict(zip(names, (str(c) for c in conds)))
         stats[split] = {"samples": len(names), "missing_modalities": int((~present).sum()),
                         "samples_with_missing": int((~present).any(1).sum()), "valence": split != "test3"}
-    np.savez(os.path.join(out_dir, "label-6way.npz"), **corpora)
+    if layout == "track1":
+        truth = corpora["test1_corpus"]
+        write_csv(os.path.join(out_dir, TRACK1_CANDIDATES), ["name"], [[n] for n in truth])
+        write_csv(os.path.join(out_dir, TRACK1_TRUTH), ["name", "discrete"], [[n, v["emo"]] for n, v in truth.items()])
+        corpora["test1_corpus"] = {n: {"emo": "neutral"} for n in truth}      # the secret labels' placeholders
+        np.savez(os.path.join(out_dir, TRACK1_LABELS), **corpora)
+    else:
+        np.savez(os.path.join(out_dir, "label-6way.npz"), **corpora)
     if preset != "demo":
         with open(os.path.join(out_dir, CONDITIONS_FILE), "w") as f:
             json.dump(conditions, f)
     info = {"dims": {"audio": dims[0], "text": dims[1], "video": dims[2]}, "seed": seed, "preset": preset,
+            "layout": layout,
             "features": {k: feature_name(m) for m, k in enumerate(("audio", "text", "video"))},
             "splits": stats}
     with open(os.path.join(out_dir, "synthetic.json"), "w") as f:
@@ -211,6 +233,10 @@ def main(argv=None):
     p.add_argument("--preset", default="demo", choices=PRESETS,
                    help="demo: the small demo set; robust-mild / robust-strong: the corruption benchmark "
                         "(conditions.json records each test sample's condition)")
+    p.add_argument("--layout", default="mer2023", choices=LAYOUTS,
+                   help="mer2023: label-6way.npz with train/test1-3 and valence; track1: MER2025/2026 Track 1's "
+                        f"{TRACK1_LABELS} (train + test1, emotion only, test labels 'neutral'), "
+                        f"{TRACK1_CANDIDATES} and {TRACK1_TRUTH}")
     a = p.parse_args(argv)
     try:
         dims = tuple(int(d) for d in a.dims.split(","))
@@ -218,7 +244,7 @@ def main(argv=None):
     except (ValueError, AssertionError):
         p.error(f"--dims must be three positive integers like 64,128,48, got {a.dims!r}")
     info = generate(a.out_dir, n_train=a.train, n_test=a.test, dims=dims, seed=a.seed, frames=not a.no_frames,
-                    preset=a.preset)
+                    preset=a.preset, layout=a.layout)
     print(f"wrote {a.out_dir}: " + ", ".join(f"{k} {v['samples']}" for k, v in info["splits"].items())
           + f"; features {', '.join(info['features'].values())} (+ -FRA frames)" * (not a.no_frames))
     return 0

@@ -1,10 +1,10 @@
 """MER metrics with MERBench's names (weighted F1, accuracy, valence MSE over known labels, emoval) and
 the averaging of the folds' test predictions."""
-from typing import List
+from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ..metrics import classification_metrics, valence_mse
+from ..metrics import classification_metrics, confusion_matrix, per_class_f1, valence_mse
 
 
 def emoval(f1, mse):
@@ -50,12 +50,26 @@ def summarise(results: dict) -> dict:
         out["f1"], out["acc"] = results["emofscore"], results["emoacc"]
     if "valmse" in results:
         out["val_mse"] = results["valmse"]
-    if "emofscore" in results:
-        out["emoval"] = emoval(results["emofscore"], results.get("valmse", float("nan")))
+    if "emofscore" in results and "valmse" in results:     # emotion-only datasets (MER2024-2026): f1 is the metric
+        out["emoval"] = emoval(results["emofscore"], results["valmse"])
     for key, name in (("emouar", "uar"), ("emowf1", "weighted_f1"), ("uar", "uar"), ("macro_f1", "macro_f1")):
         if key in results:
             out[name] = results[key]
     return out
+
+
+def per_class(results: dict, classes: Optional[Sequence[str]] = None) -> Optional[dict]:
+    """Confusion matrix (rows = true class, columns = predicted) and per-class F1 / support of a scored test
+    set; None where it has no emotion labels. ``classes`` names the columns (else their indices)."""
+    labels = np.asarray(results.get("emolabels", []))
+    probs = np.asarray(results.get("emoprobs", []))
+    if not len(labels) or probs.ndim != 2:
+        return None
+    names = [str(c) for c in classes] if classes is not None and len(classes) == probs.shape[1] else \
+        [str(c) for c in range(probs.shape[1])]
+    cm = confusion_matrix(labels, probs.argmax(1), probs.shape[1])
+    return {"classes": names, "confusion": cm.tolist(),
+            "f1": dict(zip(names, map(float, per_class_f1(cm)))), "support": dict(zip(names, map(int, cm.sum(1))))}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -1,6 +1,4 @@
 """Results on disk and on screen: atomic writes, JSON summaries, MERBench result files, tables."""
-import csv
-import io
 import json
 import math
 import os
@@ -8,21 +6,8 @@ import time
 
 import numpy as np
 
-from ..fileio import atomic_path, atomic_save_npz, atomic_write_text  # noqa: F401  (re-exported)
-
-
-def csv_text(headers, rows) -> str:
-    """CSV text; None cells are empty."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(headers)
-    w.writerows(["" if v is None else v for v in r] for r in rows)
-    return buf.getvalue()
-
-
-def write_csv(path: str, headers, rows) -> str:
-    atomic_write_text(path, csv_text(headers, rows))
-    return path
+from .. import runtime
+from ..fileio import atomic_path, atomic_save_npz, atomic_write_text, csv_text, write_csv  # noqa: F401  (re-exported)
 
 
 def timestamp() -> str:
@@ -60,6 +45,11 @@ def write_json(path: str, obj) -> str:
     return path
 
 
+def write_summary(path: str, summary: dict) -> str:
+    """A run's summary JSON, with the versions and hardware it ran on (``environment``)."""
+    return write_json(path, dict(summary, environment=runtime.environment()))
+
+
 def result_prefix(features, dataset, model, feat_type, e2e_name=None) -> str:
     """MERBench's result-file prefix: features:<sorted set>_dataset:<d>_model:<m>+<feat_type>+<e2e>."""
     feature_name = "+".join(sorted(set(f for f in features if f is not None)))
@@ -82,7 +72,10 @@ def markdown_table(headers, rows) -> str:
 
 
 def comparison_table(summaries: dict, test_names, metrics=("f1", "acc", "val_mse", "emoval")) -> str:
-    """Rows = models, columns = test set x metric; ``summaries``: model -> {test: {metric: value}}."""
-    headers = ["model"] + [f"{t} {m}" for t in test_names for m in metrics]
-    rows = [[model] + [summaries[model].get(t, {}).get(m) for t in test_names for m in metrics] for model in summaries]
+    """Rows = models, columns = test set x metric; ``summaries``: model -> {test: {metric: value}}. A column
+    no model has a value for is left out (valence columns of emotion-only datasets)."""
+    columns = [(t, m) for t in test_names for m in metrics
+               if any(m in summaries[model].get(t, {}) for model in summaries)]
+    headers = ["model"] + [f"{t} {m}" for t, m in columns]
+    rows = [[model] + [summaries[model].get(t, {}).get(m) for t, m in columns] for model in summaries]
     return markdown_table(headers, rows)

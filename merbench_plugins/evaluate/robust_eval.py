@@ -17,7 +17,6 @@ Models that take ``batch['masks']`` (ours) get the presence mask too.
     python -m merbench_plugins robust-eval DATA_DIR --checkpoints 'runs/models/*attention_robust_v2*.pt' [...]
 """
 import argparse
-import glob
 import hashlib
 import os
 import sys
@@ -287,33 +286,10 @@ def plot(rows, path, metric=None):
 
 def load_checkpoints(patterns, device, merbench_root=None):
     """Checkpoints written by --savemodel -> (model name, args dict, [models], train feature std or None)."""
-    paths = sorted(p for pat in patterns for p in glob.glob(pat))
-    if not paths:
-        raise FileNotFoundError(f"no checkpoint matches {', '.join(patterns)} (train with --savemodel first)")
-    models, name, args, stds = [], None, None, None
-    for path in paths:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False) if _has_weights_only() else torch.load(path, map_location="cpu")
-        if name is not None and ckpt["model"] != name:
-            raise ValueError(f"{path} holds model {ckpt['model']!r}, the others {name!r}: evaluate one model at a time")
-        name, args, stds = ckpt["model"], ckpt["args"], ckpt.get("feature_std", stds)
-        ns = argparse.Namespace(**args)
-        try:
-            model = registry.create_model(name, ns)
-        except KeyError:
-            if merbench_root is None:
-                raise KeyError(f"{name!r} is not a merbench-plugins model; pass --merbench ROOT to build it with "
-                               "MERBench's get_models") from None
-            sys.path.insert(0, merbench_root)
-            from toolkit.models import get_models
-            model = get_models(ns)
-        model.load_state_dict(ckpt["state_dict"])
-        models.append(model.to(device))
-    return name, args, models, stds
-
-
-def _has_weights_only():
-    import inspect
-    return "weights_only" in inspect.signature(torch.load).parameters
+    from . import checkpoints
+    paths, ckpts, models = checkpoints.load_folds(patterns, device, merbench_root, one_model=True)
+    stds = next((c["feature_std"] for c in reversed(ckpts) if c.get("feature_std") is not None), None)
+    return ckpts[0]["model"], ckpts[0]["args"], models, stds
 
 
 def main(argv=None):
@@ -344,7 +320,7 @@ def main(argv=None):
             print("note: the checkpoints carry no training feature statistics (older version): noise is scaled by "
                   f"the std of {a.data_dir}'s train split", file=sys.stderr)
             stds = feature_std(SplitLoader(ds.load("train"), a.batch_size))
-    except (DataError, FileNotFoundError, KeyError, ValueError) as exc:
+    except (DataError, FileNotFoundError, KeyError, ValueError) as exc:   # CheckpointError is a ValueError
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     rows = robust_evaluate(models, loaders, torch.device(a.device), stds=stds, conditions=conds, seed=a.seed,

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from ..config import AttentionConfig
-from ..modules.encoders import LSTMEncoder, MLPEncoder
+from ..modules.encoders import LSTMEncoder, MLPEncoder, output_head
 from ..registry import register_model
 
 
@@ -24,7 +24,7 @@ class Attention(nn.Module):
         self.attention_mlp = MLPEncoder(h * 3, h, cfg.dropout)
         self.fc_att = nn.Linear(h, 3)
         self.fc_out_1 = nn.Linear(h, args.output_dim1)
-        self.fc_out_2 = nn.Linear(h, args.output_dim2)
+        self.fc_out_2 = output_head(h, args.output_dim2)
 
     def forward(self, batch):
         hidden = torch.stack([enc(batch[k]) for enc, k in zip(self.encoders, ("audios", "texts", "videos"))], dim=2)  # [B, H, 3]

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from ..config import AttentionRobustV2Config
-from ..modules.encoders import MultimodalDecoder, MultimodalVariationalEncoder
+from ..modules.encoders import MultimodalDecoder, MultimodalVariationalEncoder, output_head
 from ..modules.fusion import ProxyAttention, UncertaintyWeightedFusion
 from ..modules.grouped import GroupedLinear
 from ..modules.losses import kl_to_prior, masked_average, pairwise_kl
@@ -50,7 +50,7 @@ class AttentionRobustV2(nn.Module):
         self.fusion = self.build_fusion(cfg)
         self.proxy_attention = ProxyAttention(h, cfg.num_attention_heads) if cfg.use_proxy_attention else None
         self.fc_out_1 = nn.Linear(h, args.output_dim1)
-        self.fc_out_2 = nn.Linear(h, args.output_dim2)
+        self.fc_out_2 = output_head(h, args.output_dim2)
         self.last_fusion_weights = None
 
     def build_fusion(self, cfg):

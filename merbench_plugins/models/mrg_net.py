@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..config import MrgNetConfig
+from ..modules.encoders import output_head
 from ..modules.masking import MODALITIES, ModalityDropout, corrupt_inputs, frame_mask, masked_fill_zero
 from ..modules.mrg import (BertTextEncoder, CrossModalRouter, FixedLenPool, HeadwiseMemoryRouter, MemoryGuidedFusion,
                            SequenceEmbedder)
@@ -62,7 +63,7 @@ class MRGNet(nn.Module):
         self.modality_dropout = ModalityDropout(cfg.modality_dropout, 0, cfg.modality_dropout_mode)
         self.head_drop = nn.Dropout(cfg.dropout)
         self.fc_out_1 = nn.Linear(d, int(getattr(args, "output_dim1", 0) or 0))
-        self.fc_out_2 = nn.Linear(d, int(getattr(args, "output_dim2", 0) or 0))
+        self.fc_out_2 = output_head(d, int(getattr(args, "output_dim2", 0) or 0))
 
     def _inputs(self, batch):
         """-> three (sequence [B, T, D], frame validity [B, T]) pairs (audio, text, video) and presence [B, 3]."""

@@ -17,6 +17,18 @@ from .masking import any_or_all, frame_mask, masked_mean, masked_softmax, valid_
 LOGVAR_CLAMP = 10.0
 
 
+class NoOutput(nn.Module):
+    """The head of an absent output (``output_dim2 = 0``: emotion-only datasets): [..., H] -> [..., 0], no weights
+    (an ``nn.Linear(H, 0)`` works too but warns on every model built)."""
+
+    def forward(self, x):
+        return x.new_zeros(x.shape[:-1] + (0,))
+
+
+def output_head(in_dim: int, out_dim: int) -> nn.Module:
+    return nn.Linear(in_dim, out_dim) if out_dim > 0 else NoOutput()
+
+
 class MLPEncoder(nn.Module):
     """dropout -> 3 x (linear, ReLU): MERBench's utterance encoder."""
 

@@ -630,7 +630,7 @@ def finalize(optuna, cfg, study, space, fixed, grid_source) -> int:
     note = importance_plot(optuna, study, os.path.join(cfg.out, "importance.png"))
     print(note)
     summary["importance"] = note
-    report.write_json(os.path.join(cfg.out, "summary.json"), summary)
+    report.write_summary(os.path.join(cfg.out, "summary.json"), summary)
     return 0
 
 

@@ -22,9 +22,9 @@ from .. import fileio, registry, runlock
 from ..constants import MISSING_VALENCE
 from ..data import checks
 from .. import runtime
-from ..evaluate import conditions, metrics, report
-from ..evaluate.metrics import summarise
-from . import engine, options, parallel, run_config, selection
+from ..evaluate import conditions, metrics, plots, predictions, report
+from ..evaluate.metrics import per_class, summarise
+from . import engine, options, parallel, release_flags, run_config, selection
 from .run_config import ConfigError, RunConfig
 
 
@@ -34,7 +34,9 @@ FRAME_ONLY = {"mfn": "frm_align", "graph_mfn": "frm_align", "mfm": "frm_align", 
               "mult": "frm_align or frm_unalign"}
 
 
-def build_parser():
+def build_parser(release_script: str = release_flags.RELEASE_SCRIPT):
+    """main-robust.py's flags, plus those of the toolkit's own ``release_script`` that it lacks (read from
+    that file where it exists: MER2024/2025/2026's ``--train_snr``, ``--test_snr``, ``--fusion_topn``, ...)."""
     p = argparse.ArgumentParser(prog="main-robust.py", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("MERBench (main-release.py) flags")
@@ -61,6 +63,7 @@ def build_parser():
     options.add_tune_flags(p, merbench=True)
     options.add_training_flags(p, merbench=True)
     options.add_model_flags(p)
+    release_flags.add_release_flags(p, release_script)
     return p
 
 
@@ -131,6 +134,8 @@ def derived_flags(values) -> dict:
     if values["feat_scale"] is None:
         derived["feat_scale"] = ({"utt": 1, "frm_align": 6, "frm_unalign": 12}.get(values["feat_type"], 1), "derived")
     save_root = values["save_root"] + ("-cross" if values["train_dataset"] is not None else "")
+    save_root += "-noise" if values.get("test_snr") is not None else ""        # flags of MER2024-2026's main-release.py
+    save_root += "-multitop" if values.get("fusion_topn") is not None else ""
     features = [f for f in (values["audio_feature"], values["text_feature"], values["video_feature"]) if f is not None]
     suffix = {0: "-others", 1: "-unimodal", 2: "-bimodal", 3: "-trimodal"}[len(set(features))]
     derived["save_root"] = (save_root + suffix, "derived: main-release.py's save_root suffix")
@@ -189,6 +194,10 @@ def prepare_run(cfg: RunConfig, get_dataloaders, config) -> Run:
     prefix = report.result_prefix(features, cfg.dataset, cfg.model, cfg.feat_type, cfg.flags.get("e2e_name"))
     if cfg.flags.get("train_dataset") is not None:
         prefix += f"_train:{cfg.flags['train_dataset']}_test:{cfg.flags['test_dataset']}"
+    if cfg.flags.get("test_snr") is not None:
+        prefix += f"_trainsnr:{cfg.flags.get('train_snr')}_testsnr:{cfg.flags['test_snr']}"
+    if cfg.flags.get("fusion_topn") is not None:
+        prefix += f"_fusiontopn:{cfg.flags['fusion_topn']}_modality:{cfg.flags.get('fusion_modality')}"
 
     print("====== Reading Data =======", flush=True)
     dataloader_class = get_dataloaders(args)
@@ -298,10 +307,13 @@ def write_outputs(run: Run, folds, get_models, device, stage: fileio.StagedOutpu
     if cfg.keep_state:          # noise scale of robust eval: the whole train split (fold 1's train + eval)
         from ..evaluate import robust_eval
         stds = robust_eval.feature_std(run.train_loaders[0], run.eval_loaders[0])
+    classes = predictions.default_classes(run.opts.output_dim1, cfg.dataset, cfg.emotions)
+    eval_metric = float(np.mean([f.best_metric for f in folds]))      # cross-validation, for `ensemble --top`
     for k, fold in enumerate(folds):
         if cfg.savemodel:
             staged, final = stage.new(os.path.join("model", f"{prefix}_fold{k + 1}_{name_time}.pt"))
-            fold.save_checkpoint(staged, cfg.model, args, k + 1, feature_std=stds, config=cfg.record())
+            fold.save_checkpoint(staged, cfg.model, args, k + 1, feature_std=stds, config=cfg.record(), classes=classes,
+                                 eval_metric=fold.best_metric, metric_name=run.opts.metric_name)
             fold.checkpoint = final
         print(f">>>>> fold {k + 1}: best epoch {fold.best_epoch}, eval {run.opts.metric_name} {fold.best_metric:.4f}, "
               f"{fold.seconds:.1f}s", flush=True)
@@ -322,15 +334,24 @@ def write_outputs(run: Run, folds, get_models, device, stage: fileio.StagedOutpu
         staged, path = stage.new(os.path.join("result", f"test1_{prefix}_{tag}_{name_time}.npz"))
         report.atomic_save_npz(staged, args=np.array(args, dtype=object))
         print(f"per-fold test sets: mean over {len(folds)} folds; save results in {path}")
-    by_condition = {}
+    by_condition, by_class = {}, {}
     for j in range(0 if fold_tests else len(test_loaders)):
         results, tag = metrics.average_folds(folds, j, calc, run.opts.average)
-        tests[f"test{j + 1}"] = summarise(results)
-        # fold-averaged predictions beside MERBench's args, so runs can be ensembled and analysed
+        test = f"test{j + 1}"
+        tests[test], by_class[test] = summarise(results), per_class(results, classes)
+        # fold-averaged predictions by name beside MERBench's args (emo_probs too, as main-release.py writes them),
+        # so runs can be ensembled (`ensemble`) and turned into a challenge file (`submit`, upstream's submission.py)
         avg = conditions.fold_average([f.test_results[j] for f in folds], run.opts.average)
-        staged, path = stage.new(os.path.join("result", f"test{j + 1}_{prefix}_{tag}_{name_time}.npz"))
-        report.atomic_save_npz(staged, args=np.array(args, dtype=object), **avg)
+        pred = predictions.from_results(avg["names"], avg, classes, eval_metric=eval_metric,
+                                        metric_name=run.opts.metric_name, split=test)
+        staged, path = stage.new(os.path.join("result", f"{test}_{prefix}_{tag}_{name_time}.npz"))
+        report.atomic_save_npz(staged, args=np.array(args, dtype=object), **pred.arrays())
         print(f"save results in {path}")
+        if pred.dummy_labels():
+            print(f"note: {pred.dummy_note(test)}")
+        if cfg.flags.get("plots") and by_class[test]:
+            plots.confusion_png(stage.path(os.path.join("summary", f"{prefix}_{name_time}_{test}_confusion.png")),
+                                by_class[test]["confusion"], by_class[test]["classes"], f"{cfg.model} {test}")
         label_dir = os.path.dirname(getattr(config, "PATH_TO_LABEL", {}).get(cfg.dataset) or "") or None
         groups = conditions.sample_groups(test_loaders[j], label_dir, f"test{j + 1}")
         by_condition[f"test{j + 1}"] = conditions.per_condition(
@@ -340,8 +361,8 @@ def write_outputs(run: Run, folds, get_models, device, stage: fileio.StagedOutpu
     # here, so `summarize` keeps a MERBench model's seeds together (the draws are in "config")
     summary = {"model": cfg.model, "dataset": cfg.dataset, "features": run.features, "feat_type": cfg.feat_type,
                "settings": dict(cfg.settings) if options.ours(cfg.model) else {},
-               "protocol": cfg.protocol_record(), "seed": cfg.seed, "cv": cv, "tests": tests,
-               "tests_by_condition": by_condition,
+               "protocol": cfg.protocol_record(), "seed": cfg.seed, "metric": run.opts.metric_name, "cv": cv,
+               "tests": tests, "tests_by_condition": by_condition, "per_class": by_class,
                "folds": [f.record(k, test=summarise(f.test_results[0]) if fold_tests else None)
                          for k, f in enumerate(folds)], "fold_seeds": runtime.fold_seeds(cfg.seed, len(folds)),
                "nonfinite": run.nonfinite, "config": cfg.record()}
@@ -360,7 +381,7 @@ def write_outputs(run: Run, folds, get_models, device, stage: fileio.StagedOutpu
         paths = robust_eval.write_reports(rows, stage.path("robust"), f"robust_{prefix}_{name_time}")
         print("robust evaluation: " + ", ".join(stage.final(p) for p in paths.values()))
     staged, path = stage.new(os.path.join("summary", f"{prefix}_{name_time}.json"))
-    report.write_json(staged, summary)
+    report.write_summary(staged, summary)
     print(report.comparison_table({cfg.model: tests}, list(tests)))
     for name, groups in by_condition.items():
         if len(groups) > 2:

@@ -60,6 +60,8 @@ def add_training_flags(parser: argparse.ArgumentParser, *, merbench: bool = Fals
                         "(see the README's Speed section)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--savemodel", action="store_true", help="save the best checkpoint of every fold")
+    g.add_argument("--plots", action="store_true",
+                   help="also draw each test set's confusion matrix as a PNG (pip install merbench-plugins[plot])")
     g = parser.add_argument_group("input checks")
     g.add_argument("--nonfinite", default="error", choices=["error", "missing"],
                    help="features with NaN/inf: refuse the run, naming the samples (error), or treat that modality of "

@@ -31,7 +31,7 @@ import torch
 from .. import fileio
 from ..config import RavdessAVConfig
 from ..data.ravdess import RAVDESS, CacheError, classification_metrics, confusion_matrix, fold_indices
-from ..evaluate import report
+from ..evaluate import plots, report
 from ..registry import create_model
 from ..runtime import resolve_device, seed_everything
 from .engine import TrainOptions, train_fold
@@ -103,32 +103,10 @@ def format_table(folds: List[Dict], mean: Dict, std: Dict) -> str:
 
 def save_plots(out: str, history: List[Dict], confusion: np.ndarray, names: List[str]) -> List[str]:
     """confusion.png (row-normalised) and curves.png; nothing (and a note) without matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("note: no PNG plots (pip install merbench-plugins[plot] or matplotlib); the CSV files have the data")
+    plt = plots.pyplot()
+    if plt is None:
         return []
-    written = []
-    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 1.0 * len(names) + 1.5))
-    rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
-    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(names)):
-        for j in range(len(names)):
-            ax.text(j, i, f"{int(confusion[i, j])}\n{rates[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)))
-    ax.set_yticklabels(names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("test confusion, all folds")
-    fig.tight_layout()
-    written.append(os.path.join(out, "confusion.png"))
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
+    written = [plots.confusion_png(os.path.join(out, "confusion.png"), confusion, names, "test confusion, all folds")]
 
     fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(11, 4))
     for fold in sorted({h["fold"] for h in history}):
@@ -262,7 +240,7 @@ def write_outputs(out: str, records: List[Dict], data, meta: Dict, plots: bool =
                    metric_note="macro_f1 = unweighted mean of per-class F1; uar = mean per-class recall",
                    confusion=confusion.tolist())
     summary["train"] = dict(meta["train"], folds_done=len(rows))
-    report.write_json(os.path.join(out, "results.json"), summary)
+    report.write_summary(os.path.join(out, "results.json"), summary)
     return save_plots(out, history, confusion, data.class_names) if plots else []
 
 

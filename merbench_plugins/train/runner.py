@@ -22,8 +22,8 @@ import torch
 from .. import fileio, registry, runlock
 from ..data.merbench_layout import DataError, FeatureDataset, SplitLoader
 from .. import runtime
-from ..evaluate import conditions, metrics, report, robust_eval
-from ..evaluate.metrics import mer_results, summarise
+from ..evaluate import conditions, metrics, plots, predictions, report, robust_eval
+from ..evaluate.metrics import mer_results, per_class, summarise
 from . import engine, options, parallel, run_config, selection
 from .run_config import ConfigError, RunConfig
 
@@ -196,26 +196,35 @@ def train_model(cfg: RunConfig, ds, train, tests, device, stamp, stage: fileio.S
                                    mer_results, desc=f"{model_name} fold {k + 1}/{cfg.folds}", keep_state=cfg.keep_state)
         folds = (folds or []) + [result]
     stds = robust_eval.feature_std(SplitLoader(train, cfg.batch_size)) if cfg.keep_state else None   # noise scale: train
+    classes = tuple(ds.vocab) or predictions.default_classes(opts.output_dim1, cfg.dataset, cfg.emotions)
+    eval_metric = float(np.mean([f.best_metric for f in folds]))      # cross-validation, for `ensemble --top`
     for k, result in enumerate(folds):
         if cfg.savemodel:
             staged, final = stage.new(os.path.join("models", f"{prefix}_fold{k + 1}_{stamp}.pt"))
-            result.save_checkpoint(staged, model_name, margs, k + 1, feature_std=stds, config=cfg.record())
+            result.save_checkpoint(staged, model_name, margs, k + 1, feature_std=stds, config=cfg.record(),
+                                   classes=classes, eval_metric=result.best_metric, metric_name=opts.metric_name)
             result.checkpoint = final
         if not cfg.quiet:
             print(f"  {model_name} fold {k + 1}/{cfg.folds}: best epoch {result.best_epoch}, "
                   f"eval {opts.metric_name} {result.best_metric:.4f} ({result.seconds:.1f}s)", flush=True)
-    tests_summary, by_condition, files = {}, {}, []
+    tests_summary, by_condition, by_class, files = {}, {}, {}, []
     for j, t in enumerate(tests):
         results, tag = metrics.average_folds(folds, j, mer_results, opts.average)
-        tests_summary[t.name] = summarise(results)
+        tests_summary[t.name], by_class[t.name] = summarise(results), per_class(results, classes)
         avg = conditions.fold_average([f.test_results[j] for f in folds], opts.average)
         by_condition[t.name] = conditions.per_condition(
             avg["names"], avg.get("emoprobs", []), avg.get("emolabels", []), avg.get("valpreds", []),
             avg.get("vallabels", []), conditions.sample_groups(test_loaders[j], cfg.data_dir, t.name), mer_results)
         staged, final = stage.new(os.path.join("result", f"{t.name}_{prefix}_{tag}_{stamp}.npz"))
-        report.atomic_save_npz(staged, args=np.array(vars(margs), dtype=object), names=np.array(t.names),
-                               **{k: v for k, v in results.items() if isinstance(v, np.ndarray)})
+        pred = predictions.from_results(t.names, results, classes, eval_metric=eval_metric,
+                                        metric_name=opts.metric_name, split=t.name)
+        report.atomic_save_npz(staged, args=np.array(vars(margs), dtype=object), **pred.arrays())
         files.append(final)
+        if pred.dummy_labels() and not cfg.quiet:
+            print(f"note: {model_name}: {pred.dummy_note(t.name)}")
+        if cfg.flags.get("plots") and by_class[t.name]:
+            plots.confusion_png(stage.path(os.path.join("result", f"{t.name}_{prefix}_{stamp}_confusion.png")),
+                                by_class[t.name]["confusion"], by_class[t.name]["classes"], f"{model_name} {t.name}")
     robust_rows = []
     if cfg.robust_eval:
         models = engine.restore_models(folds, build, device)
@@ -228,7 +237,7 @@ def train_model(cfg: RunConfig, ds, train, tests, device, stamp, stage: fileio.S
         "model": model_name, "dataset": cfg.dataset, "feat_type": cfg.feat_type, "features": list(cfg.features),
         "settings": dict(cfg.settings), "protocol": cfg.protocol_record(), "seed": cfg.seed, "metric": opts.metric_name,
         "cv": engine.cv_summary(folds), "tests": tests_summary, "tests_by_condition": by_condition,
-        "result_files": files,
+        "per_class": by_class, "result_files": files,
         "folds": [f.record(k, tests={t.name: summarise(r) for t, r in zip(tests, f.test_results)})
                   for k, f in enumerate(folds)],
         "seconds": float(sum(f.seconds for f in folds)), "robust": robust_rows, "fold_seeds": seeds,
@@ -300,7 +309,7 @@ def run(configs: List[RunConfig]) -> dict:
             with fileio.StagedOutputs(cfg.out) as stage:      # nothing of a run in place until all of it is
                 out[m] = train_model(cfg, ds, train, tests, device, stamp, stage, folds=folds)
                 staged, out[m]["summary_file"] = stage.new(f"summary_{m}_{stamp}.json")
-                report.write_json(staged, out[m])
+                report.write_summary(staged, out[m])
     for cfg, stamp, out in zip(configs, run_stamps, summaries):      # the first model's configs: one per seed
         if len(seeds) > 1:
             print(f"\nseed {cfg.seed}:")
