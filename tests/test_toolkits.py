@@ -278,6 +278,13 @@ def test_standalone_checkpoints_predict_unlabelled_folder_and_mer2023_files(tiny
     assert proc.returncode == 0, proc.stderr
     pred = predictions.load(str(tmp_path / "p" / "unlabelled.npz"))
     assert len(pred) == 60 + 3 * 24 and pred.emolabels is None and pred.valpreds is not None
+    bad = unlabelled / "features" / "chinese-hubert-large-UTT" / "test2_00003.npy"
+    np.save(bad, np.full_like(np.load(bad), np.nan))
+    proc = cli(environ, "predict", str(out / "models"), "--data", str(unlabelled), "--out", str(tmp_path / "q"))
+    assert proc.returncode == 2 and "chinese-hubert-large-UTT/test2_00003.npy" in proc.stderr
+    proc = cli(environ, "predict", str(out / "models"), "--data", str(unlabelled), "--out", str(tmp_path / "q"),
+               "--nonfinite", "missing")
+    assert proc.returncode == 0 and np.isfinite(predictions.load(str(tmp_path / "q" / "unlabelled.npz")).emo_probs).all()
     results = sorted(glob.glob(str(out / "result" / "test*_*.npz")))
     proc = cli(environ, "submit", *results, "--challenge", "mer2023", "--out", str(tmp_path / "sub"))
     assert proc.returncode == 0, proc.stderr

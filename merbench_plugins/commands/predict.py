@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..constants import MISSING_VALENCE
+from ..data import checks
 from ..data.merbench_layout import (MODALITY_KEYS, DataError, Split, SplitLoader, encode_labels, label_files,
                                     read_corpus, stack_features)
 from ..evaluate import checkpoints, predictions
@@ -46,6 +47,9 @@ def build_parser():
     p.add_argument("--out", default="predictions", help="output folder: <split>.npz and <split>.csv")
     p.add_argument("--pseudo_threshold", type=float, default=None, metavar="P",
                    help="also write pseudo_<split>.npz/.csv: samples whose top probability is >= P, labelled with it")
+    p.add_argument("--nonfinite", default="error", choices=["error", "missing"],
+                   help="features with NaN/inf: refuse, naming the samples (error), or predict them with that modality "
+                        "missing (all zeros)")
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     return p
@@ -88,7 +92,8 @@ def sample_names(features_root: str, feature_names) -> List[str]:
     return names
 
 
-def load_split(features_root: str, label_file: Optional[str], split: str, ckpt_args: dict, classes) -> Tuple[Split, bool]:
+def load_split(features_root: str, label_file: Optional[str], split: str, ckpt_args: dict, classes,
+               nonfinite: str = "error") -> Tuple[Split, bool]:
     """The split's features as the checkpoints read them (their feature names and frame type), and whether it
     has labels; refused, with one line, where a feature is missing or its dimension is not the checkpoints'."""
     features = [ckpt_args[f"{m}_feature"] for m in ("audio", "text", "video")]
@@ -107,6 +112,11 @@ def load_split(features_root: str, label_file: Optional[str], split: str, ckpt_a
         emos, vals = torch.zeros(len(names), dtype=torch.long), torch.full((len(names),), MISSING_VALENCE)
     feats = {key: stack_features(os.path.join(features_root, f), names, ckpt_args["feat_type"])
              for key, f in zip(MODALITY_KEYS, features)}
+    found = checks.nonfinite_samples(feats, names)
+    if nonfinite == "missing" and found:
+        print(f"note: {split}: non-finite features predicted as missing: {checks.zero_samples(feats, found, names)}")
+    else:
+        checks.refuse_nonfinite(found, split, dict(zip(MODALITY_KEYS, features)))
     for key, feature in zip(MODALITY_KEYS, features):
         want, got = ckpt_args.get(f"{key[:-1]}_dim"), feats[key].shape[-1]
         if want is not None and int(want) != got:
@@ -175,7 +185,7 @@ def run(args) -> List[str]:
           f"{first['audio_feature']}, {first['text_feature']}, {first['video_feature']} ({first['feat_type']})")
     written = []
     for split in splits:
-        data, labelled = load_split(features_root, label_file, split, first, classes)
+        data, labelled = load_split(features_root, label_file, split, first, classes, args.nonfinite)
         probs, vals = predict_split(models, data, args.batch_size, device, first.get("output_dim1"), first.get("output_dim2"))
         known = labelled and bool((data.vals != MISSING_VALENCE).any())
         pred = predictions.Predictions(np.asarray(data.names, dtype=str), probs, vals, classes,
@@ -205,7 +215,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (DataError, CheckpointError, predictions.PredictionError) as exc:
+    except (DataError, CheckpointError, checks.InputError, predictions.PredictionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
