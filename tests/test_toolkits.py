@@ -219,6 +219,19 @@ def test_predict_ensemble_submit_track1_and_upstream_consumers(trained_track1, t
     assert proc.returncode == 0 and 0 <= float(proc.stdout.strip()) <= 1, proc.stderr
 
 
+def test_robust_eval_reads_main_robust_checkpoints(trained_track1, track1_data, tmp_path):
+    """main-robust.py saves MERBench's get_models wrapper (keys 'model.*'); robust-eval used to fail loading them."""
+    root, environ = trained_track1
+    proc = cli(environ, "robust-eval", str(track1_data), "--checkpoints", "s1-trimodal/model/*.pt", "--kinds", "subset",
+               "--out", str(tmp_path / "robust"), cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    full = [line for line in proc.stdout.splitlines() if "| subset | ATV " in line][0]
+    result = predictions.load(glob.glob(str(root / "s1-trimodal" / "result" / "test1_*.npz"))[0])
+    from merbench_plugins.metrics import classification_metrics
+    f1 = classification_metrics(result.emolabels, result.emo_probs.argmax(1), 6)["weighted_f1"]
+    assert float(full.split("|")[5]) == pytest.approx(f1, abs=1e-4)
+
+
 def test_refusals_are_one_line(trained_track1, tmp_path, track1_data):
     root, environ = trained_track1
     p1 = str(tmp_path / "preds1.npz")
