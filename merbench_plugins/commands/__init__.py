@@ -1,1 +1,1 @@
-"""Small command-line tools: the demo, the model-tune.yaml printer, the model listing."""
+"""Command-line tools around the runs: the demo, predict / ensemble / submit, the model-tune.yaml printer, the model listing."""
