@@ -15,6 +15,7 @@ import warnings
 from typing import Dict, List, Optional
 
 from ..evaluate import report
+from ..fileio import pid_alive
 from ..train.options import load_yaml
 
 INSTALL_HINT = "pip install 'merbench-plugins[search]'  (or: pip install 'optuna>=3.0')"
@@ -88,16 +89,6 @@ def requeue(study, trial, interrupted: bool = False):
                                             f"(at most {MAX_RETRIES} re-queues); not trained, no budget used")
         return
     study.enqueue_trial(params, user_attrs={"retry_of": trial.number, "retries": deaths})
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def fail_stale_trials(optuna, study) -> List[int]:
