@@ -1,8 +1,14 @@
-"""Whole-run time of the standalone runner, sequential folds vs fold-parallel (and --compile), as ratios.
+"""Whole-run time of the standalone runner, sequential folds vs fold-parallel (and --compile), as ratios,
+and against the run's arithmetic floor.
 
 One process, one data load; the configurations run interleaved (round-robin over ``--repeats``) and each
 is one complete ``train_model``: every fold trained with its evaluation each epoch, best checkpoints, test
 predictions, fold averaging. Early stopping is off so that every configuration does the same epochs.
+
+The floor: the run's floating-point operations, counted with ``torch.utils.flop_counter`` on the
+fold-parallel run itself (1 and 2 epochs counted, the rest extrapolated: every epoch does the same work
+without early stopping), divided by the machine's measured matmul rate (the best of several large fp32
+matrix products on the run's threads and device). "x floor" is a configuration's time over that floor.
 
     python benchmarks/whole_run.py [DATA_DIR] [--models attention_robust_v2,attention] [--device cuda]
         [--epochs 10] [--folds 5] [--compile] [--mer2023_size] [--seq_epochs 3] [--out whole_run.md]
@@ -10,7 +16,7 @@ predictions, fold averaging. Early stopping is off so that every configuration d
 Without DATA_DIR it generates the demo's synthetic set (``--mer2023_size``: MER2023's utterance feature
 sizes and sample counts). ``--seq_epochs k`` times the sequential path on k epochs only and scales its
 time to ``--epochs`` (marked in the table) to save GPU time; its per-epoch cost is constant without
-early stopping.
+early stopping. ``--no_flops`` skips the counting (it runs 3 epochs under the counter per model).
 """
 import argparse
 import os
@@ -55,6 +61,35 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def matmul_rate(device, n: int = 2048, repeats: int = 5) -> float:
+    """The machine's fp32 matrix-product rate in FLOP/s: the best of ``repeats`` timed n x n products (on
+    the current torch thread count), i.e. what the arithmetic of a run could at best go at."""
+    if device.type == "cuda":
+        n = max(n, 8192)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    (a @ b).sum().item()                                                               # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def run_flops(parse, model: str, epochs: int, train_run) -> float:
+    """FLOPs of a whole run of ``epochs`` epochs: counted on 1- and 2-epoch runs (``train_run(args)``), the
+    difference (one epoch's training and validation) extrapolated; probe and test predictions counted once."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counts = []
+    for e in (1, 2):
+        with FlopCounterMode(display=False) as counter:
+            train_run(parse(["--epochs", str(e), "--model", model]))
+        counts.append(counter.get_total_flops())
+    return counts[0] + (epochs - 1) * (counts[1] - counts[0])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("data_dir", nargs="?", help="MERBench-layout folder (default: generate the demo's synthetic set)")
@@ -72,6 +107,7 @@ def main(argv=None):
     p.add_argument("--mer2023_size", action="store_true", help="generated data at MER2023's sizes (utt only)")
     p.add_argument("--quick", action="store_true", help="tiny generated data (checks that the script works)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no_flops", action="store_true", help="skip counting the run's FLOPs (the floor columns)")
     p.add_argument("--out", help="also write the table (markdown) here")
     a = p.parse_args(argv)
     size = MER2023 if a.mer2023_size else QUICK if a.quick else {}
@@ -85,6 +121,16 @@ def main(argv=None):
     ds, train, tests = runner.load_data(runner.resolve(runner.build_parser(), base)[0])
     warm_up(device)
     models = [m.strip() for m in a.models.split(",") if m.strip()]
+    flops, rate = {}, None
+    if not a.no_flops:
+        rate = matmul_rate(device)
+        print(f"matmul rate: {rate / 1e9:.1f} GFLOP/s (fp32, {a.threads} thread(s), {device})", flush=True)
+        parse = lambda extra: runner.build_parser().parse_args(base + extra)  # noqa: E731
+        for model in models:
+            flops[model] = run_flops(parse, model, a.epochs, lambda args: (
+                runner.default_features(args),
+                runner.train_model(args, args.model, ds, train, tests, device, report.timestamp())))
+            print(f"  {model}: {flops[model] / 1e12:.3f} TFLOP counted, floor {flops[model] / rate:.1f}s", flush=True)
     seconds, scores = {}, {}
     for _ in range(a.repeats):
         for model in models:
@@ -104,19 +150,26 @@ def main(argv=None):
                 print(f"  {model} {name}: {elapsed:.1f}s" + (f" (scaled from {epochs} epochs)" if epochs != a.epochs else ""),
                       flush=True)
     metric = "emoval" if train.has_valence else "f1"
-    head = ["model", *[f"{n} (s)" for n, _ in configs], *[f"{n} speed-up" for n, _ in configs[1:]],
-            *[f"{tests[0].name} {metric}, {n}" for n, _ in configs]]
+    head = ["model", *[f"{n} (s)" for n, _ in configs], *[f"{n} speed-up" for n, _ in configs[1:]]]
+    if rate:
+        head += ["TFLOP", "floor (s)", *[f"{n} x floor" for n, _ in configs]]
+    head += [f"{tests[0].name} {metric}, {n}" for n, _ in configs]
     rows = []
     for model in models:
         seq = seconds[model, "sequential"]
         got = lambda n: (model, n) in seconds  # noqa: E731
-        rows.append([model, *[round(seconds[model, n], 2) if got(n) else "-" for n, _ in configs],
-                     *[f"{seq / seconds[model, n]:.2f}x" if got(n) else "-" for n, _ in configs[1:]],
-                     *[round(scores[model, n].get(metric, float("nan")), 4) if got(n) else "-" for n, _ in configs]])
+        row = [model, *[round(seconds[model, n], 2) if got(n) else "-" for n, _ in configs],
+               *[f"{seq / seconds[model, n]:.2f}x" if got(n) else "-" for n, _ in configs[1:]]]
+        if rate:
+            floor = flops[model] / rate
+            row += [f"{flops[model] / 1e12:.3f}", f"{floor:.2f}",
+                    *[f"{seconds[model, n] / floor:.2f}x" if got(n) else "-" for n, _ in configs]]
+        rows.append(row + [round(scores[model, n].get(metric, float("nan")), 4) if got(n) else "-" for n, _ in configs])
     note = (f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{a.threads} thread(s)'}), "
             f"torch {torch.__version__}, {a.folds} folds x {a.epochs} epochs, batch {a.batch_size}, {a.feat_type}, "
             f"train {len(train)} samples, dims {ds.dims(train)}, amp {a.amp}, best of {a.repeats} interleaved round(s)"
-            + (f"; sequential timed on {a.seq_epochs} epochs and scaled" if a.seq_epochs else ""))
+            + (f"; sequential timed on {a.seq_epochs} epochs and scaled" if a.seq_epochs else "")
+            + (f"; matmul rate {rate / 1e9:.1f} GFLOP/s, floor = counted FLOPs / that rate" if rate else ""))
     table = note + "\n\n" + report.markdown_table(head, rows)
     print(table)
     if a.out:

@@ -188,15 +188,20 @@ def test_fold_scaler_skips_and_backs_off_only_the_overflowing_fold():
     true_grad = torch.randn(3, 10)
     grad = true_grad * 8.0
     grad[1, 4] = float("inf")                                          # fold 2 overflowed in fp16
-    assert scaler.unscale(grad, [0, 1, 2]) == [0, 2]
+    bias = torch.ones(3, 2) * 8.0                                      # a second parameter, finite everywhere
+    assert scaler.unscale([grad, bias], None, [0, 1, 2]) == [0, 2]
     torch.testing.assert_close(grad[[0, 2]], true_grad[[0, 2]])
+    assert bias.tolist() == [[1.0, 1.0]] * 3
     assert scaler.scales.tolist() == [8.0, 4.0, 8.0] and scaler.skipped == [0, 1, 0]
-    assert scaler.unscale(torch.ones(3, 10), [0, 2]) == [0, 2]        # a second finite step in a row: growth
+    assert scaler.unscale([torch.ones(3, 10)], None, [0, 2]) == [0, 2]  # a second finite step in a row: growth
     assert scaler.scales.tolist() == [16.0, 4.0, 16.0]
+    rows = torch.tensor([[4.0], [float("nan")]])                       # a step of folds 2 and 3 only (rows [1, 2])
+    assert scaler.unscale([rows], [1, 2], [1, 2]) == [1] and rows[0].item() == 1.0
+    assert scaler.scales.tolist() == [16.0, 4.0, 8.0]
     losses = torch.ones(3)
-    assert scaler.scale(torch.ones(2), [1, 2]).tolist() == [4.0, 16.0]
+    assert scaler.scale(torch.ones(2), [1, 2]).tolist() == [4.0, 8.0]
     off = parallel.FoldScaler(3, CPU, False)
-    assert off.scale(losses, None) is losses and off.unscale(grad, [0, 1]) == [0, 1]
+    assert off.scale(losses, None) is losses and off.unscale([grad], None, [0, 1]) == [0, 1]
 
 
 def test_loss_scaling_leaves_the_trajectory_unchanged(train_split):
@@ -251,9 +256,77 @@ def test_compiled_step_sees_one_shape_only(train_split, monkeypatch):
     assert shapes and set(shapes) == {(3, torch.Size([3, 8]))}
 
 
-def test_compile_needs_the_inductor_opt_in(monkeypatch, capsys):
-    """Inductor trained V2/V4 wrongly under vmap in our checks: --compile alone keeps the eager step, says so."""
-    monkeypatch.delenv(parallel.INDUCTOR_OPT_IN, raising=False)
-    step = lambda *a: a  # noqa: E731
-    assert parallel.compiled(step) is step
-    assert "--compile is off for the fold-parallel step" in capsys.readouterr().out
+
+class BatchNormModel(torch.nn.Module):
+    """A MERBench-style model with buffers: BatchNorm over the concatenated inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.grad_clip = -1
+        self.norm = torch.nn.BatchNorm1d(40)
+        self.fc_out_1, self.fc_out_2 = torch.nn.Linear(40, 6), torch.nn.Linear(40, 1)
+
+    def forward(self, batch):
+        x = self.norm(torch.cat([batch["audios"], batch["texts"], batch["videos"]], dim=1))
+        return x, self.fc_out_1(x), self.fc_out_2(x), torch.zeros(())
+
+
+def test_batchnorm_buffers_follow_the_sequential_folds(train_split):
+    """Buffers are stacked and snapshotted like weights: running statistics, eval losses, the best checkpoint
+    (weights and buffers) and test predictions equal the sequential folds', also after a fold stopped early
+    (the others' buffer updates are kept) and without the probe step moving any statistic."""
+    splits = fold_indices(len(train_split), 3, 0)
+    o = opts(epochs=5, early_stop=2, lr=3e-2)
+    par = run_parallel(train_split, splits, [0, 1, 2], o, make=BatchNormModel, keep_state=True)
+    assert len({len(r.history) for r in par}) > 1                      # folds stopped at different epochs
+    for k, (tr, ev) in enumerate(splits):
+        runtime.seed_everything(k)
+        seq = engine.train_fold(BatchNormModel, SplitLoader(train_split.subset(tr), 8, shuffle=True, seed=k),
+                                SplitLoader(train_split.subset(ev), 8), [SplitLoader(train_split, 8)], o, CPU,
+                                mer_results, keep_state=True)
+        assert [h["eval_loss"] for h in par[k].history] == pytest.approx([h["eval_loss"] for h in seq.history], rel=1e-5)
+        assert par[k].best_epoch == seq.best_epoch and len(par[k].history) == len(seq.history)
+        for key in ("norm.running_mean", "norm.running_var", "norm.num_batches_tracked"):
+            torch.testing.assert_close(par[k].state_dict[key], seq.state_dict[key], atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(par[k].test_results[0]["emologits"], seq.test_results[0]["emologits"], atol=1e-5)
+
+
+def test_eval_loss_is_a_mean_over_samples_in_both_paths(train_split):
+    """One eval_loss definition: the task loss over every validation sample at once, in the sequential loop
+    (batches of 8 over 20 samples: a mean of batch means would differ) and in the stacked one."""
+    splits = fold_indices(len(train_split), 3, 0)
+    o = opts(epochs=2)
+    par = run_parallel(train_split, splits, [3, 4, 5], o, make=build(**DETERMINISTIC))
+    data = parallel.DeviceData.from_split(train_split, CPU)
+    for k, (tr, ev) in enumerate(splits):
+        runtime.seed_everything(3 + k)
+        seq = engine.train_fold(build(**DETERMINISTIC), SplitLoader(train_split.subset(tr), 8, shuffle=True, seed=3 + k),
+                                SplitLoader(train_split.subset(ev), 8), [], o, CPU, mer_results, keep_state=True)
+        assert [h["eval_loss"] for h in par[k].history] == pytest.approx([h["eval_loss"] for h in seq.history], rel=1e-5)
+        model = build(**DETERMINISTIC)()
+        model.load_state_dict(seq.state_dict)
+        whole = engine.run_epoch(model, data.batches(ev, len(ev)), o, CPU, mer_results)["loss"]   # one batch
+        assert engine.run_epoch(model, data.batches(ev, 8), o, CPU, mer_results)["loss"] == pytest.approx(whole, rel=1e-5)
+
+
+def test_a_nan_fold_stops_training_at_once_and_is_named(train_split, monkeypatch):
+    """Non-finite input in fold 2's first batch: the run stops before any update, naming the fold, the epoch,
+    the sample and the cause; finite inputs with a diverging step get the learning-rate advice instead."""
+    splits = fold_indices(len(train_split), 3, 0)
+    first = torch.as_tensor(splits[1][0])[torch.randperm(len(splits[1][0]), generator=torch.Generator().manual_seed(11))][0]
+    bad = train_split.subset(range(len(train_split)))
+    bad.features = {k: v.clone() for k, v in bad.features.items()}
+    bad.features["texts"][first, 3] = float("nan")
+    updates = []
+    original = parallel.StackedAdam.step
+    monkeypatch.setattr(parallel.StackedAdam, "step", lambda self, *a, **kw: updates.append(1) or original(self, *a, **kw))
+    with pytest.raises(FloatingPointError) as err:
+        run_parallel(bad, splits, [10, 11, 12], opts(epochs=2), make=build(**DETERMINISTIC))
+    message = str(err.value)
+    assert "fold 2" in message and "epoch 1" in message and not updates
+    assert train_split.names[int(first)] in message and "non-finite input features" in message
+    with pytest.raises(FloatingPointError, match="inputs are finite.*lower --lr"):
+        run_parallel(train_split, splits, [10, 11, 12], opts(epochs=2, lr=1e38), make=build(**DETERMINISTIC))
+    with pytest.raises(FloatingPointError, match=r"fold 1/1, epoch 1 .*non-finite input features"):
+        engine.train_fold(build(**DETERMINISTIC), SplitLoader(bad.subset(splits[1][0]), 8), SplitLoader(bad, 8), [],
+                          opts(epochs=1), CPU, mer_results, desc="fold 1/1")

@@ -11,8 +11,8 @@ from ..modules.encoders import MultimodalDecoder, MultimodalVariationalEncoder, 
 from ..modules.fusion import ProxyAttention, UncertaintyWeightedFusion
 from ..modules.grouped import GroupedLinear
 from ..modules.losses import kl_to_prior, masked_average, pairwise_kl
-from ..modules.masking import (MODALITIES, ModalityDropout, any_or_all, corrupt_inputs, is_batched,
-                               masked_fill_zero, presence_mask)
+from ..modules.masking import (MODALITIES, PRESENT_KEY, STD_KEY, ModalityDropout, any_or_all, corrupt_inputs,
+                               input_statistics, is_batched, masked_fill_zero, presence_mask)
 from ..registry import register_model
 
 FRAME_TYPES = ("frm_align", "frm_unalign")
@@ -41,7 +41,8 @@ class AttentionRobustV2(nn.Module):
         self.encoder = MultimodalVariationalEncoder(dims, h, cfg.dropout, variational=cfg.use_vae,
                                                     improved=cfg.improved_encoder, sequence=sequence,
                                                     seq_encoder=cfg.seq_encoder)
-        self.decoders = (MultimodalDecoder(dims, h, tied_to=self.encoder if cfg.tied_decoder else None)
+        self.decoders = (MultimodalDecoder(dims, h, tied_to=self.encoder if cfg.tied_decoder else None,
+                                           mode=cfg.recon_mode, dims_per_step=cfg.recon_dims)
                          if cfg.recon_weight > 0 else None)
         self.modality_dropout = ModalityDropout(cfg.modality_dropout if cfg.use_modality_dropout else 0.0,
                                                 cfg.modality_dropout_warmup, cfg.modality_dropout_mode)
@@ -56,17 +57,27 @@ class AttentionRobustV2(nn.Module):
     def build_fusion(self, cfg):
         return UncertaintyWeightedFusion(cfg.fusion_temperature, use_uncertainty=cfg.use_uncertainty_fusion and cfg.use_vae)
 
+    @staticmethod
+    def input_statistics(batch):
+        """Per-sample presence and feature std, for an engine to compute once per dataset (see encode)."""
+        return input_statistics(batch)
+
     def set_epoch(self, epoch: int):
         self.epoch = int(epoch)
         self.modality_dropout.set_epoch(epoch)
 
     def encode(self, batch):
-        present = presence_mask(batch)                                                     # [B, 3]
-        # absent inputs are zeroed so that NaN/garbage in a masked-out modality cannot reach any gradient
-        inputs = [masked_fill_zero(batch[k], present[:, m]) for m, k in enumerate(MODALITIES)]
+        # presence and feature std: precomputed per sample where the engine did (input_statistics), else here
+        present = batch[PRESENT_KEY] if PRESENT_KEY in batch else presence_mask(batch)     # [B, 3]
+        inputs = [batch[k] for k in MODALITIES]
+        if batch.get("masks") is not None:
+            # absent inputs are zeroed so that NaN/garbage in a masked-out modality cannot reach any gradient
+            # (without explicit masks an absent modality is all zero already)
+            inputs = [masked_fill_zero(x, present[:, m]) for m, x in enumerate(inputs)]
         corrupted = torch.zeros_like(present)
         if self.training and self.cfg.corrupt_aug > 0:                                     # training only
-            inputs, corrupted = corrupt_inputs(inputs, present, self.cfg.corrupt_aug, self.cfg.corrupt_strength)
+            inputs, corrupted = corrupt_inputs(inputs, present, self.cfg.corrupt_aug, self.cfg.corrupt_strength,
+                                               std=batch.get(STD_KEY))
         self.keep_for_inspection(last_corrupted=corrupted)
         z, mu, logvar = self.encoder(inputs)
         return inputs, present, corrupted, z, mu, logvar                                   # z, mu, logvar: [B, 3, H]

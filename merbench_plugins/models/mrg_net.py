@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..config import MrgNetConfig
+from ..modules.dropout import Dropout
 from ..modules.encoders import output_head
 from ..modules.masking import MODALITIES, ModalityDropout, corrupt_inputs, frame_mask, masked_fill_zero
 from ..modules.mrg import (BertTextEncoder, CrossModalRouter, FixedLenPool, HeadwiseMemoryRouter, MemoryGuidedFusion,
@@ -61,7 +62,7 @@ class MRGNet(nn.Module):
                                              ffn_ratio=cfg.ffn_ratio, dropout=cfg.dropout, rank=cfg.kernel_rank)
         self.fusion = MemoryGuidedFusion(d, heads, cfg.gate_slots, temperature=cfg.tau_g, mean=cfg.fusion_mean)
         self.modality_dropout = ModalityDropout(cfg.modality_dropout, 0, cfg.modality_dropout_mode)
-        self.head_drop = nn.Dropout(cfg.dropout)
+        self.head_drop = Dropout(cfg.dropout)
         self.fc_out_1 = nn.Linear(d, int(getattr(args, "output_dim1", 0) or 0))
         self.fc_out_2 = output_head(d, int(getattr(args, "output_dim2", 0) or 0))
 

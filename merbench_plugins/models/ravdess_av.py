@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ..config import RavdessAVConfig
 from ..modules.audio import SpecAugment
+from ..modules.dropout import Dropout
 from ..modules.masking import ModalityDropout, any_or_all, masked_mean
 from ..modules.resnet import ResNet18, SmallAudioCNN, load_torchvision_resnet
 from ..registry import register_dataset, register_model
@@ -36,7 +37,7 @@ class GatedFusion(nn.Module):
             self.gate = nn.Linear(2 * dim, 1)
             last = self.gate
         else:
-            self.gate = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            self.gate = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(inplace=True), Dropout(dropout),
                                       nn.Linear(dim, 1))
             last = self.gate[-1]
         nn.init.constant_(last.bias, bias)
@@ -128,7 +129,7 @@ class RavdessAV(nn.Module):
             self.emo_head = nn.Linear(h, num_classes)
         self.val_head = nn.Linear(h, output_dim2) if output_dim2 > 0 else None
         self.output_dim2 = output_dim2
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.class_weight = None
 
     def set_epoch(self, epoch: int):

@@ -8,6 +8,7 @@ import math
 import torch
 import torch.nn as nn
 
+from .dropout import Dropout
 from .masking import any_or_all, masked_fill_zero, masked_softmax
 
 
@@ -53,7 +54,7 @@ class GatedUncertaintyFusion(UncertaintyWeightedFusion):
                  gate_alpha: float = 0.5, learnable_alpha: bool = False, use_uncertainty: bool = True):
         super().__init__(temperature, use_uncertainty)
         self.gate = nn.Sequential(nn.Linear(hidden_dim * num_modalities, hidden_dim), nn.GELU(),
-                                  nn.Dropout(0.1), nn.Linear(hidden_dim, num_modalities))
+                                  Dropout(0.1), nn.Linear(hidden_dim, num_modalities))
         if learnable_alpha:
             a = min(max(gate_alpha, 1e-4), 1 - 1e-4)
             self.alpha_logit = nn.Parameter(torch.tensor(math.log(a / (1 - a))))
@@ -94,7 +95,7 @@ class ProxyAttention(nn.Module):
         self.norm_query, self.norm_tokens = nn.LayerNorm(hidden_dim), nn.LayerNorm(hidden_dim)
         self.to_q = nn.Linear(hidden_dim, hidden_dim)
         self.to_kv = nn.Linear(hidden_dim, 2 * hidden_dim)
-        self.to_out = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.Dropout(dropout))
+        self.to_out = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), Dropout(dropout))
 
     def forward(self, proxy, tokens, mask):                  # [B, H], [B, M, H], [B, M] -> [B, H]
         b, m, h = tokens.shape

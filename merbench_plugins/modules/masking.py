@@ -43,6 +43,18 @@ def presence_mask(batch: dict) -> torch.Tensor:
     return present
 
 
+PRESENT_KEY, STD_KEY = "derived_present", "derived_std"
+
+
+def input_statistics(batch: dict) -> dict:
+    """Per-sample statistics of the raw inputs, computed once when a training engine loads the data instead of
+    at every step: {PRESENT_KEY: [B, 3] bool presence (:func:`presence_mask`), STD_KEY: [B, 3] each
+    modality's feature std (the corruption augmentation's noise scale)}. A model reads them from the batch
+    where they are (the fold-parallel engine's batches) and computes them itself where not."""
+    return {PRESENT_KEY: presence_mask(batch),
+            STD_KEY: torch.stack([batch[k].float().flatten(1).std(dim=1) for k in MODALITIES], dim=1)}
+
+
 def masked_fill_zero(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Zero the entries where ``mask`` is False; ``torch.where`` so that NaN/inf garbage cannot leak."""
     while mask.dim() < x.dim():
@@ -156,8 +168,8 @@ def _per_sample(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (x.dim() - 1)))
 
 
-def corrupt_one(x: torch.Tensor, kind: torch.Tensor, strength: float, active: Optional[torch.Tensor] = None
-                ) -> torch.Tensor:
+def corrupt_one(x: torch.Tensor, kind: torch.Tensor, strength: float, active: Optional[torch.Tensor] = None,
+                std: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Corrupt every sample of one modality ([B, D] or [B, T, D]) by its kind index [B] (CORRUPTION_KINDS);
     with ``active`` [B] bool, only those samples (the rest come back unchanged).
 
@@ -166,11 +178,12 @@ def corrupt_one(x: torch.Tensor, kind: torch.Tensor, strength: float, active: Op
     sample's features. Zero-padded frames stay zero (the frame mask does not change).
     Every kind's random draws are made for every sample (fixed shapes, so it runs under vmap), but the
     result is one pass ``x * scale + coef * noise`` instead of four corrupted copies stacked and gathered.
+    ``std`` [B]: the samples' feature std, where precomputed (the same values, computed once per dataset).
     """
     b = x.shape[0]
     valid = data_mask(x) if x.dim() == 3 else 1.0
     u = lambda: _per_sample(torch.rand(b, device=x.device, dtype=x.dtype), x)       # noqa: E731
-    std = _per_sample(x.flatten(1).std(dim=1), x)
+    std = _per_sample(x.flatten(1).std(dim=1) if std is None else std.to(x.dtype), x)
     amplitude = (0.5 + (strength - 0.5) * u()) * std                                  # [B, 1(, 1)]
     noise = torch.randn_like(x)
     drop_dims = x.shape[-1:] if x.dim() == 2 else (1, x.shape[-1])
@@ -184,15 +197,15 @@ def corrupt_one(x: torch.Tensor, kind: torch.Tensor, strength: float, active: Op
     return torch.where(k == 3, x.roll(1, dims=0), out)
 
 
-def corrupt_inputs(inputs, present: torch.Tensor, p: float, strength: float = 4.0):
+def corrupt_inputs(inputs, present: torch.Tensor, p: float, strength: float = 4.0, std: Optional[torch.Tensor] = None):
     """Training-time corruption augmentation: with probability ``p`` a sample with at least two present
     modalities gets ONE of them corrupted (:func:`corrupt_one`); a sample never has every present
-    modality corrupted. Returns (new inputs, corrupted [B, M] bool)."""
+    modality corrupted. Returns (new inputs, corrupted [B, M] bool). ``std`` [B, M]: precomputed feature stds."""
     b, m = present.shape
     eligible = (present.sum(dim=1) >= 2) & (torch.rand(b, device=present.device) < p)    # [B]
     scores = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0)
     which = nn.functional.one_hot(scores.argmax(dim=1), m).bool() & eligible.unsqueeze(1)  # [B, M]
     kind = torch.randint(len(CORRUPTION_KINDS), (b,), device=present.device)
-    out = [corrupt_one(x, kind, strength, active=which[:, i]) if any_true(which[:, i]) else x
-           for i, x in enumerate(inputs)]
+    out = [corrupt_one(x, kind, strength, active=which[:, i], std=None if std is None else std[:, i])
+           if any_true(which[:, i]) else x for i, x in enumerate(inputs)]
     return out, which

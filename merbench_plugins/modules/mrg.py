@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .dropout import Dropout
 from .grouped import GroupedLayerNorm, GroupedLinear
 from .masking import masked_fill_zero, masked_softmax
 
@@ -35,7 +36,7 @@ class GroupedFeedForward(nn.Module):
         super().__init__()
         # dropout on the output only: CPU dropout masks cost about as much as the matmuls at these sizes
         self.net = nn.Sequential(GroupedLayerNorm(groups, dim), GroupedLinear(groups, dim, ratio * dim), nn.GELU(),
-                                 GroupedLinear(groups, ratio * dim, dim), nn.Dropout(dropout))
+                                 GroupedLinear(groups, ratio * dim, dim), Dropout(dropout))
 
     def forward(self, x):
         return self.net(x)
@@ -143,7 +144,7 @@ class GroupedSelfAttention(nn.Module):
         self.norm = GroupedLayerNorm(groups, dim)
         # no qkv bias: a key bias adds the same logit to every key and would never get a gradient
         self.to_qkv = GroupedLinear(groups, dim, 3 * dim, bias=False)
-        self.to_out = nn.Sequential(GroupedLinear(groups, dim, dim), nn.Dropout(dropout))
+        self.to_out = nn.Sequential(GroupedLinear(groups, dim, dim), Dropout(dropout))
 
     def forward(self, x):
         m, b, n, d = x.shape
@@ -165,7 +166,7 @@ class SequenceEmbedder(nn.Module):
         super().__init__()
         self.extra_token = nn.Parameter(torch.zeros(groups, 1, 1, dim))
         self.pos_embedding = nn.Parameter(torch.randn(groups, 1, length + 1, dim) * 0.02)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.attn = nn.ModuleList(GroupedSelfAttention(groups, dim, heads, dropout) for _ in range(depth))
         self.ffn = nn.ModuleList(GroupedFeedForward(groups, dim, ffn_ratio, dropout) for _ in range(depth))
 

@@ -144,10 +144,52 @@ def batch_loss(outputs, emos, vals, opts: TrainOptions, cls_loss=None):
     return loss
 
 
+def nonfinite_loss(loss, names, batch, *, where: str = "", epoch=None, lr=None, clip=None) -> FloatingPointError:
+    """The error for a non-finite training loss: where (``where``: the fold, and the epoch, the batch's samples)
+    and the advice that fits (non-finite inputs: name them; finite inputs: training diverged, lower --lr / clip)."""
+    where = ", ".join(w for w in (where, f"epoch {epoch}" if epoch is not None else "") if w)
+    names = list(names)
+    shown = ", ".join(repr(n) for n in names[:4]) + (f", ... ({len(names)} samples)" if len(names) > 4 else "")
+    floats = [v for v in batch.values() if torch.is_tensor(v) and v.is_floating_point() and len(v) == len(names)]
+    finite = torch.ones(len(names), dtype=torch.bool, device=floats[0].device if floats else None)
+    for v in floats:
+        finite &= torch.isfinite(v).flatten(1).all(dim=1) if v.dim() > 1 else torch.isfinite(v)
+    bad = [n for n, ok in zip(names, finite.tolist()) if not ok]
+    if bad:
+        advice = (f"{len(bad)} sample(s) of the batch have non-finite input features ("
+                  + ", ".join(repr(n) for n in bad[:4]) + (", ..." if len(bad) > 4 else "")
+                  + "): fix or drop them")
+    else:
+        now = [f"--lr is {lr:g}" if lr is not None else "", f"--grad_clip is {clip:g}" if clip else "--grad_clip is off"]
+        advice = ("the batch's inputs are finite, so training diverged: lower --lr or set a smaller --grad_clip ("
+                  + ", ".join(x for x in now if x) + ")")
+    value = float(loss.detach()) if torch.is_tensor(loss) else float(loss)
+    return FloatingPointError(f"loss became {value}" + (f" in {where}" if where else "") + f" (batch of {shown}); "
+                              + advice)
+
+
+def eval_loss(logits, val_preds, emos, vals, opts: TrainOptions, cls_loss=None, device=None) -> float:
+    """The evaluation loss, one definition for both training paths: the task loss (weighted classification +
+    valence MSE, without the model's auxiliary interloss) over all the samples at once, i.e. a mean over
+    samples, not over batches. logits [N, C], val_preds [N], emos [N], vals [N]: arrays or tensors (moved to
+    ``device``, default where they are)."""
+    def tensor(x, dtype):
+        x = x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))
+        return x.to(device=device if device is not None else x.device, dtype=dtype)
+    emo_out = tensor(logits, torch.float) if opts.output_dim1 else None
+    val_out = tensor(val_preds, torch.float).reshape(-1, 1) if opts.output_dim2 else None
+    zero = torch.zeros((), device=(emo_out if emo_out is not None else val_out).device)
+    loss = batch_loss((None, emo_out, val_out, zero), tensor(emos, torch.long) if opts.output_dim1 else None,
+                      tensor(vals, torch.float).reshape(-1) if opts.output_dim2 else None, opts, cls_loss)
+    return float(loss)
+
+
 def run_epoch(model, loader, opts: TrainOptions, device, calculate_results, *, optimizer=None, scaler=None,
-              cls_loss=None):
+              cls_loss=None, where: str = "", epoch=None):
     """One pass. Evaluation returns MERBench's save_results dict (names, loss, emoprobs, ..., valmse);
-    training returns names and loss only (nothing reads training metrics, so none are computed)."""
+    training returns names and loss only (nothing reads training metrics, so none are computed).
+    Loss: training, the mean of the batches' losses; evaluation, :func:`eval_loss` over every sample.
+    ``where`` (e.g. the fold) and ``epoch`` (1-based) name where a non-finite training loss happened."""
     train = optimizer is not None
     model.train(train)
     cls_loss = cls_loss or cross_entropy
@@ -166,8 +208,8 @@ def run_epoch(model, loader, opts: TrainOptions, device, calculate_results, *, o
                 loss = batch_loss(outputs, emos, vals, opts, cls_loss)
             if train:
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} (batch of {bnames[0]!r}...); "
-                                             "lower --lr or raise --grad_clip")
+                    raise nonfinite_loss(loss, bnames, batch, where=where, epoch=epoch, lr=optimizer.param_groups[0]["lr"],
+                                         clip=clip if clip is not None and clip > 0 else None)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if clip is not None and clip > 0:
@@ -175,9 +217,9 @@ def run_epoch(model, loader, opts: TrainOptions, device, calculate_results, *, o
                     nn.utils.clip_grad_value_([p for p in model.parameters() if p.requires_grad], clip)
                 scaler.step(optimizer)
                 scaler.update()
-            losses.append(loss.item())
             names += list(bnames)
             if train:
+                losses.append(loss.item())
                 continue
             if opts.output_dim1:
                 emo_logits.append(emos_out.detach().float().cpu().numpy())
@@ -185,14 +227,15 @@ def run_epoch(model, loader, opts: TrainOptions, device, calculate_results, *, o
             if opts.output_dim2:
                 val_preds.append(vals_out.detach().float().cpu().numpy().reshape(-1))
                 val_labels.append(vals.cpu().numpy().reshape(-1))
-    mean_loss = float(np.mean(losses)) if losses else float("nan")
     if train:
-        return dict(names=names, loss=mean_loss)
+        return dict(names=names, loss=float(np.mean(losses)) if losses else float("nan"))
     cat = lambda xs: np.concatenate(xs) if xs else []  # noqa: E731
     logits = cat(emo_logits)
     probs = softmax(logits) if len(logits) else []
     results, _ = calculate_results(probs, cat(emo_labels), cat(val_preds), cat(val_labels))
-    out = dict(names=names, loss=mean_loss, **results)
+    loss = eval_loss(logits, cat(val_preds), cat(emo_labels), cat(val_labels), opts, cls_loss, device) if names \
+        else float("nan")
+    out = dict(names=names, loss=loss, **results)
     if len(logits):
         out["emologits"] = logits  # [N, C] raw, for average="logits"
     return out
@@ -200,7 +243,8 @@ def run_epoch(model, loader, opts: TrainOptions, device, calculate_results, *, o
 
 def train_fold(build_model: Callable[[], nn.Module], train_loader, eval_loader, test_loaders: List, opts: TrainOptions,
                device, calculate_results, *, desc: str = "fold", keep_state: bool = False) -> FoldResult:
-    """Train one fold with early stopping on ``opts.metric_name``; evaluate tests once on the best epoch."""
+    """Train one fold with early stopping on ``opts.metric_name``; evaluate tests once on the best epoch.
+    ``desc`` (the progress bar's label, e.g. "v2 fold 2/5") also names the fold in a non-finite loss error."""
     start = time.time()
     model = build_model().to(device)
     core = inner_model(model)
@@ -217,7 +261,7 @@ def train_fold(build_model: Callable[[], nn.Module], train_loader, eval_loader, 
         if hasattr(core, "set_epoch"):
             core.set_epoch(epoch)
         train_res = run_epoch(model, train_loader, opts, device, calculate_results, optimizer=optimizer,
-                              scaler=scaler, cls_loss=cls_loss)
+                              scaler=scaler, cls_loss=cls_loss, where=desc, epoch=epoch + 1)
         eval_res = run_epoch(model, eval_loader, opts, device, calculate_results, cls_loss=cls_loss)
         metric = metric_value(eval_res, opts.metric_name)
         history.append({"epoch": epoch + 1, "train_loss": train_res["loss"], "eval_loss": eval_res["loss"],

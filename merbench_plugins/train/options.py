@@ -55,9 +55,8 @@ def add_training_flags(parser: argparse.ArgumentParser, *, merbench: bool = Fals
                    help="train the folds one after another (default: all folds at once as one stacked model, for "
                         "models that allow it; others fall back to the sequential loop with a note)")
     g.add_argument("--compile", action="store_true",
-                   help="torch.compile the fold-parallel training step; off (eager, with a note) unless "
-                        "MERBENCH_PLUGINS_INDUCTOR=1, since inductor trained V2/V4 wrongly under vmap in our checks "
-                        "(see the README's Speed section)")
+                   help="torch.compile the fold-parallel training step (one compilation: the full stack at the run's "
+                        "batch size; the first takes minutes on a CPU, see the README's Speed section)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--savemodel", action="store_true", help="save the best checkpoint of every fold")
     g.add_argument("--plots", action="store_true",
