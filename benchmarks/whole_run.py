@@ -78,14 +78,14 @@ def matmul_rate(device, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n ** 3 / best
 
 
-def run_flops(parse, model: str, epochs: int, train_run) -> float:
-    """FLOPs of a whole run of ``epochs`` epochs: counted on 1- and 2-epoch runs (``train_run(args)``), the
-    difference (one epoch's training and validation) extrapolated; probe and test predictions counted once."""
+def run_flops(model: str, epochs: int, train_run) -> float:
+    """FLOPs of a whole run of ``epochs`` epochs: counted on 1- and 2-epoch runs (``train_run(extra flags)``),
+    the difference (one epoch's training and validation) extrapolated; probe and test predictions counted once."""
     from torch.utils.flop_counter import FlopCounterMode
     counts = []
     for e in (1, 2):
         with FlopCounterMode(display=False) as counter:
-            train_run(parse(["--epochs", str(e), "--model", model]))
+            train_run(["--epochs", str(e), "--model", model])
         counts.append(counter.get_total_flops())
     return counts[0] + (epochs - 1) * (counts[1] - counts[0])
 
@@ -120,16 +120,20 @@ def main(argv=None):
             "--out", tempfile.mkdtemp(prefix="whole_run_out_")] + (["--amp"] if a.amp else [])
     ds, train, tests = runner.load_data(runner.resolve(runner.build_parser(), base)[0])
     warm_up(device)
+
+    def train_run(argv):
+        """One whole run of the standalone runner on the loaded data; its summary."""
+        cfg = runner.resolve(runner.build_parser(), argv)[0]
+        with fileio.StagedOutputs(cfg.out) as stage:
+            return runner.train_model(cfg, ds, train, tests, device, report.timestamp(), stage)
+
     models = [m.strip() for m in a.models.split(",") if m.strip()]
     flops, rate = {}, None
     if not a.no_flops:
         rate = matmul_rate(device)
         print(f"matmul rate: {rate / 1e9:.1f} GFLOP/s (fp32, {a.threads} thread(s), {device})", flush=True)
-        parse = lambda extra: runner.build_parser().parse_args(base + extra)  # noqa: E731
         for model in models:
-            flops[model] = run_flops(parse, model, a.epochs, lambda args: (
-                runner.default_features(args),
-                runner.train_model(args, args.model, ds, train, tests, device, report.timestamp())))
+            flops[model] = run_flops(model, a.epochs, lambda extra: train_run(base + extra))
             print(f"  {model}: {flops[model] / 1e12:.3f} TFLOP counted, floor {flops[model] / rate:.1f}s", flush=True)
     seconds, scores = {}, {}
     for _ in range(a.repeats):
@@ -138,11 +142,9 @@ def main(argv=None):
                 if "--compile" in flags and a.compile_models and model not in a.compile_models.split(","):
                     continue
                 epochs = a.seq_epochs if name == "sequential" and a.seq_epochs else a.epochs
-                cfg = runner.resolve(runner.build_parser(), base + flags + ["--epochs", str(epochs), "--model", model])[0]
                 sync(device)
                 t = time.perf_counter()
-                with fileio.StagedOutputs(cfg.out) as stage:
-                    summary = runner.train_model(cfg, ds, train, tests, device, report.timestamp(), stage)
+                summary = train_run(base + flags + ["--epochs", str(epochs), "--model", model])
                 sync(device)
                 elapsed = (time.perf_counter() - t) * a.epochs / epochs
                 seconds[model, name] = min(seconds.get((model, name), float("inf")), elapsed)
