@@ -5,6 +5,10 @@ forward + loss + backward + AdamW step. Prints a table of milliseconds and ratio
 SPEC bars (V2 <= 2.0x, V4 <= 2.3x the baseline); exit code 1 if a bar is missed.
 
     python benchmarks/step_time.py [--device cuda] [--frames 32] [--steps 20] [--threads 1]
+        [--models attention_robust_v2,attention_robust_v2:recon_mode=sketch,...]
+
+A model may carry flag overrides (``name:flag=value,flag=value``, as in fold_step.py); the bars apply
+to the plain names (the declared defaults).
 """
 import argparse
 import statistics
@@ -15,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from merbench_plugins import create_model, get_model_entry, list_models
+from fold_step import parse_config  # noqa: E402 - the sibling script (benchmarks/ is on sys.path when run)
 
 BARS = {"attention_robust_v2": 2.0, "attention_robust_v4": 2.3}
 DIMS = dict(audio_dim=1024, text_dim=5120, video_dim=768)
@@ -23,10 +28,12 @@ DIMS = dict(audio_dim=1024, text_dim=5120, video_dim=768)
 class Stepper:
     """One model with its optimizer and a fixed batch; ``run(n)`` times n training steps."""
 
-    def __init__(self, name, feat_type, device, batch_size, frames):
+    def __init__(self, spec, feat_type, device, batch_size, frames):
         torch.manual_seed(0)
         self.device = device
-        self.model = create_model(name, dict(DIMS, output_dim1=6, output_dim2=1, feat_type=feat_type)).to(device).train()
+        name, overrides = parse_spec(spec)
+        self.model = create_model(name, dict(DIMS, output_dim1=6, output_dim2=1, feat_type=feat_type,
+                                             **overrides)).to(device).train()
         if hasattr(self.model, "set_epoch"):
             self.model.set_epoch(100)  # full modality dropout / KL weight: the steady-state cost
         self.loss_fn = self.model.classification_loss() if hasattr(self.model, "classification_loss") else F.cross_entropy
@@ -53,6 +60,12 @@ class Stepper:
                 torch.cuda.synchronize()
             times.append(clock() - t)
         return statistics.median(times) * 1000
+
+
+def parse_spec(spec: str):
+    """'model:flag=value,flag=value' -> (model, overrides typed like the declared defaults)."""
+    name, overrides, _, _ = parse_config(spec)
+    return name, overrides
 
 
 def measure(names, feat_type, device, batch_size, frames, steps, rounds):

@@ -10,9 +10,10 @@ fold-parallel run itself (1 and 2 epochs counted, the rest extrapolated: every e
 without early stopping), divided by the machine's measured matmul rate (the best of several large fp32
 matrix products on the run's threads and device). "x floor" is a configuration's time over that floor.
 
-    python benchmarks/whole_run.py [DATA_DIR] [--models attention_robust_v2,attention] [--device cuda]
+    python benchmarks/whole_run.py [DATA_DIR] [--models attention_robust_v2,attention_robust_v2:recon_mode=sketch] [--device cuda]
         [--epochs 10] [--folds 5] [--compile] [--mer2023_size] [--seq_epochs 3] [--out whole_run.md]
 
+A model may carry flag values (``name:flag=value,flag=value``: ``--flag value`` for that row's runs).
 Without DATA_DIR it generates the demo's synthetic set (``--mer2023_size``: MER2023's utterance feature
 sizes and sample counts). ``--seq_epochs k`` times the sequential path on k epochs only and scales its
 time to ``--epochs`` (marked in the table) to save GPU time; its per-epoch cost is constant without
@@ -122,7 +123,12 @@ def main(argv=None):
     warm_up(device)
 
     def train_run(argv):
-        """One whole run of the standalone runner on the loaded data; its summary."""
+        """One whole run of the standalone runner on the loaded data; its summary. ``--model name:flag=value,...``
+        becomes ``--model name --flag value ...``."""
+        i = argv.index("--model") + 1
+        name, _, rest = argv[i].partition(":")
+        argv = argv[:i] + [name] + argv[i + 1:] + [x for item in filter(None, rest.split(","))
+                                                     for x in ("--" + item.partition("=")[0], item.partition("=")[2])]
         cfg = runner.resolve(runner.build_parser(), argv)[0]
         with fileio.StagedOutputs(cfg.out) as stage:
             return runner.train_model(cfg, ds, train, tests, device, report.timestamp(), stage)

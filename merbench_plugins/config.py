@@ -158,7 +158,8 @@ class AttentionRobustV2Config(BaseConfig):
                          "dimensions per modality drawn at every step: an unbiased estimate of full at a fraction of "
                          "its cost) or sketch (a fixed random +-1 sketch of each input to recon_dims values)",
                          grid=["full"], choices=["full", "subset", "sketch"])
-    recon_dims: int = hp(256, "dimensions per modality reconstructed per step (recon_mode subset / sketch)", grid=[256])
+    recon_dims: int = hp(256, "dimensions per modality reconstructed per step (recon_mode subset / sketch)", grid=[256],
+                         interval="[1, inf)")
     cross_kl_weight: float = hp(0.01, "weight of the Gaussian KL between posteriors of present modality pairs",
                                 grid=[0.005, 0.01, 0.02])
     use_uncertainty_fusion: bool = hp(True, "weight modalities by confidence 1/sigma; off = mean of present ones",

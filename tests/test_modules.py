@@ -315,3 +315,72 @@ def test_tied_decoder_shares_the_encoder_projections_and_loads_old_checkpoints()
     fresh = create_model("attention_robust_v2", model_args())
     fresh.load_state_dict(old)                                    # strict: no unexpected keys left
     assert torch.equal(fresh.encoder.inputs[0].proj.weight, model.encoder.inputs[0].proj.weight)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_subset_reconstruction_is_an_unbiased_estimate_of_the_full_one(tied):
+    """recon_mode=subset: the error over dims drawn per step averages to the full error (and so does its
+    gradient, being linear in the per-dimension errors); only the drawn output units get a gradient."""
+    from merbench_plugins.modules.encoders import MultimodalDecoder, MultimodalVariationalEncoder
+    torch.manual_seed(0)
+    dims = (12, 20, 8)
+    enc = MultimodalVariationalEncoder(dims, 16)
+    full = MultimodalDecoder(dims, 16, tied_to=enc if tied else None)
+    subset = MultimodalDecoder(dims, 16, tied_to=enc if tied else None, mode="subset", dims_per_step=5)
+    subset.load_state_dict(full.state_dict())
+    z = torch.randn(4, 3, 16)
+    inputs = [torch.randn(4, d) for d in dims]
+    with torch.no_grad():
+        target = full(z, inputs)                                                  # [B, 3]
+        estimate = torch.stack([subset(z, inputs) for _ in range(4000)]).mean(0)
+    torch.testing.assert_close(estimate, target, rtol=0.05, atol=0.0)
+    bias = subset.output_bias[1] if tied else subset.outputs[1].bias
+    subset(z, inputs).sum().backward()
+    assert 0 < int((bias.grad != 0).sum()) <= 5                                   # the drawn text dims only
+
+
+def test_sketch_reconstruction_targets_a_fixed_signed_sketch_of_each_input():
+    """recon_mode=sketch: each input dim lands in exactly one of recon_dims buckets with a fixed sign (the
+    same for every decoder of that width), the sketch keeps the squared norm per dim on average, and the
+    small output layer learns it (gradients reach it, not the encoder's projections)."""
+    from merbench_plugins.modules.encoders import MultimodalDecoder, MultimodalVariationalEncoder
+    dims = (12, 20, 8)
+    enc = MultimodalVariationalEncoder(dims, 16)
+    dec = MultimodalDecoder(dims, 16, tied_to=enc, mode="sketch", dims_per_step=4)
+    other = MultimodalDecoder(dims, 16, mode="sketch", dims_per_step=4)
+    assert dec.encoder_inputs is None and dec.sketch_dims == [4, 4, 4]
+    assert torch.equal(dec.sketch_sign1, other.sketch_sign1)
+    eye = torch.eye(20)
+    sketch = dec.sketch(eye, 1)                                                   # [20 inputs, 4 buckets]
+    assert ((sketch != 0).sum(1) == 1).all() and torch.allclose(sketch.abs(), (sketch != 0) * 5 ** -0.5)
+    x = torch.randn(2000, 20)
+    ratio = dec.sketch(x, 1).pow(2).mean() / x.pow(2).mean()
+    assert 0.8 < float(ratio) < 1.2
+    err = dec(torch.randn(6, 3, 16), [torch.randn(6, d) for d in dims])
+    assert err.shape == (6, 3)
+    err.sum().backward()
+    assert dec.sketch_out.weight.grad is not None and enc.inputs[0].proj.weight.grad is None
+
+
+@pytest.mark.parametrize("mode", ["full", "subset", "sketch"])
+@pytest.mark.parametrize("feat_type", ["utt", "frm_unalign"])
+def test_v2_trains_with_every_reconstruction_mode(mode, feat_type):
+    model = create_model("attention_robust_v2", model_args(feat_type=feat_type, recon_mode=mode, recon_dims=6)).train()
+    _, logits, _, inter = model(random_batch(feat_type=feat_type))
+    (logits.sum() + inter).backward()
+    assert torch.isfinite(inter) and model.encoder.inputs[1].proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="recon_mode"):
+        create_model("attention_robust_v2", model_args(recon_mode="half"))
+
+
+def test_explicit_dropout_keeps_nn_dropouts_distribution():
+    from merbench_plugins.modules.dropout import Dropout, dropout
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    y = dropout(x, 0.35)
+    assert abs(float((y == 0).float().mean()) - 0.35) < 0.005
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.65))
+    assert abs(float(y.mean()) - 1.0) < 0.01
+    assert dropout(x, 0.35, training=False) is x and float(dropout(x, 1.0).abs().sum()) == 0
+    layer = Dropout(0.2).eval()
+    assert layer(x) is x and not list(layer.state_dict())

@@ -202,9 +202,11 @@ class MultimodalDecoder(nn.Module):
     def reconstruct_subset(self, h, m, index):
         """The reconstruction's dimensions ``index`` [d] only: [B, H] -> [B, d]."""
         weight, bias = self.output_layer(m)
-        # rows of the [D, H] view: contiguous in the fold-parallel (transposed) storage, and the gradient
-        # (index_add into those rows) keeps that layout
-        return h @ weight.t().index_select(0, index).t() + bias.index_select(0, index)
+        # pick the columns in the weight's memory layout ([H, D] as built; [D, H] in the fold-parallel engine's
+        # transposed storage), so that the gradient's index_add lands in that layout and adds contiguously
+        # to the encoder's gradient of the same weight
+        cols = weight.index_select(1, index) if weight.is_contiguous() else weight.t().index_select(0, index).t()
+        return h @ cols + bias.index_select(0, index)
 
     def sketch(self, x, m):
         """[B, D] -> [B, d]: sum over cyclic buckets of the signed input, / sqrt(bucket size)."""
