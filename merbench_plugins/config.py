@@ -168,9 +168,8 @@ class AttentionRobustV2Config(BaseConfig):
     use_proxy_attention: bool = hp(True, "cross-modal attention from the fused proxy over the modality stack",
                                    grid=[True])
     num_attention_heads: int = hp(4, "heads of the proxy attention", grid=[4])
-    use_modality_dropout: bool = hp(False, "drop whole modalities during training (off for V2: on the corruption "
-                                    "benchmark it cost V2 test2 F1 next to corruption augmentation)",
-                                    grid=[False, True])
+    use_modality_dropout: bool = hp(True, "drop whole modalities during training (validation preset, 2 seeds: "
+                                    "held-out F1 0.864 off -> 0.879 on)", grid=[False, True])
     modality_dropout: float = hp(0.3, "subset mode: probability that a training sample keeps only a random "
                                  "non-empty proper subset of its modalities; independent mode: probability to "
                                  "drop each present modality", grid=[0.3, 0.5, 0.7])
@@ -180,16 +179,43 @@ class AttentionRobustV2Config(BaseConfig):
     modality_dropout_warmup: int = hp(0, "epochs over which the dropout rate ramps up (needs set_epoch; "
                                       "0 = acts from the first step)", grid=[0])
     corrupt_aug: float = hp(0.3, "probability that a training sample with 2+ modalities gets one of them corrupted "
-                            "(noise / zeroed dims / gain / swapped sample; 0 = off)", grid=[0.0, 0.3, 0.5])
+                            "(train-seen kinds: noise / zeroed dims / gain / swapped sample; 0 = off)",
+                            grid=[0.0, 0.3, 0.5])
     corrupt_strength: float = hp(4.0, "largest noise (x feature std) and gain factor of the augmentation",
                                  grid=[4.0])
-    reliability_weight: float = hp(0.1, "weight of the per-modality reliability loss: a head learns which "
-                                   "inputs the augmentation corrupted and fusion down-weights them "
-                                   "(0 = off)", grid=[0.1])
+    typicality_weight: float = hp(1.0, "fusion logit penalty per unit of atypicality: how far a modality's first-layer "
+                                  "activations lie outside their training distribution (0 = off)", grid=[1.0],
+                                  interval="[0, inf)")
+    typicality_margin: float = hp(0.5, "typicality score (log mean squared z-score of the first layer) above which "
+                                  "an input counts as spread out (noise) and the penalty starts", grid=[0.5])
+    typicality_low: float = hp(-2.5, "score below which an input counts as collapsed (a fill value, a scaled-down "
+                               "copy) and the penalty starts", grid=[-2.5])
+    unimodal_weight: float = hp(0.5, "weight of the unimodal experts' loss (each modality's own classifier learns the "
+                                "fused prediction; 0 = no experts)", grid=[0.5], interval="[0, inf)")
+    agreement_weight: float = hp(1.0, "fusion logit bonus per unit of log agreement between a modality's own "
+                                 "prediction and the other modalities' (needs unimodal experts; 0 = off)", grid=[1.0],
+                                 interval="[0, inf)")
+    expert_mix: bool = hp(False, "add the unimodal experts' logits, weighted by the fusion weights, to the output "
+                          "(MoMKE-style single-modality pathways)", grid=[False])
+    imagine: bool = hp(True, "imagine a missing (or dropped) modality's latent from the present ones and fuse it "
+                       "(MMIN / GCNet-style; validation preset, 4 seeds: missing-only F1 0.821 -> 0.836, audio "
+                       "missing 0.733 -> 0.763)", grid=[True])
+    imagine_weight: float = hp(1.0, "weight of the imagination's regression to the real latents", grid=[1.0],
+                               interval="[0, inf)")
     seq_encoder: str = hp("attnpool", "frame encoder: masked attention pooling or LSTM",
                           grid=["attnpool"], choices=["attnpool", "lstm"])
     improved_encoder: bool = hp(False, "GELU + LayerNorm + residual encoder with zero-initialised log-variance",
                                 grid=[False])
+
+    def check(self):
+        """Values outside their intervals, and settings that cannot work together, raise here, with the fix."""
+        super().check()
+        if self.agreement_weight > 0 and self.unimodal_weight <= 0:
+            raise ValueError("agreement_weight > 0 needs the unimodal experts: give --unimodal_weight > 0 "
+                             "or --agreement_weight 0")
+        if self.expert_mix and self.unimodal_weight <= 0:
+            raise ValueError("--expert_mix needs the unimodal experts: give --unimodal_weight > 0")
+        return self
 
 
 @dataclass
@@ -199,7 +225,6 @@ class AttentionRobustV4Config(AttentionRobustV2Config):
     improved_encoder: bool = hp(False, "GELU + LayerNorm + residual encoder with zero-initialised log-variance (off: "
                                 "with corruption augmentation it lost 2 points of corrupted-test F1)",
                                 grid=[False, True])
-    use_modality_dropout: bool = hp(True, "drop whole modalities during training", grid=[True])
     use_contrastive: bool = hp(True, "InfoNCE between projected embeddings of present modality pairs", grid=[True])
     contrastive_weight: float = hp(0.1, "weight of the contrastive loss", grid=[0.05, 0.1, 0.2])
     contrastive_temperature: float = hp(0.07, "InfoNCE temperature", grid=[0.07])
@@ -207,8 +232,9 @@ class AttentionRobustV4Config(AttentionRobustV2Config):
     use_gated_fusion: bool = hp(True, "mix uncertainty weights with a learned gate", grid=[True])
     gate_alpha: float = hp(0.5, "w = alpha * uncertainty + (1 - alpha) * gate", grid=[0.3, 0.5, 0.7])
     learnable_gate_alpha: bool = hp(False, "learn gate_alpha (initialised at --gate_alpha)", grid=[False])
-    focal_gamma: float = hp(2.0, "focal loss gamma (0 = plain cross-entropy)", grid=[0.0, 1.0, 2.0])
-    label_smoothing: float = hp(0.1, "label smoothing epsilon (0 = none)", grid=[0.0, 0.05, 0.1])
+    focal_gamma: float = hp(0.0, "focal loss gamma (0 = plain cross-entropy; the seed's 2.0 with smoothing 0.1 cost "
+                            "2.3 points of held-out F1 on the validation preset)", grid=[0.0, 1.0, 2.0])
+    label_smoothing: float = hp(0.0, "label smoothing epsilon (0 = none)", grid=[0.0, 0.05, 0.1])
 
 
 @dataclass

@@ -107,30 +107,38 @@ def test_model_output_ignores_missing_modality_input(name, feat_type):
     other = dict(batch, texts=torch.randn_like(batch["texts"]) * 100)
     with torch.no_grad():
         out, out_other = model(batch), model(other)
-        weights = model.last_fusion_weights
-    assert torch.all(weights[:, 1] == 0)
+    assert not model.last_kept[:, 1].any()          # text is not fused; by default its latent is imagined instead
     for a, b in zip(out, out_other):
         assert torch.allclose(a, b, atol=1e-6)
+    no_imagination = create_model(name, model_args(feat_type, imagine=False)).eval()
+    with torch.no_grad():
+        no_imagination(batch)
+    assert torch.all(no_imagination.last_fusion_weights[:, 1] == 0)
 
 
 def test_v2_dropout_reaches_the_fusion():
     """The seed dropped z but fused mu; here a dropped modality must get zero fusion weight."""
     torch.manual_seed(0)
-    model = create_model("attention_robust_v2", model_args(use_modality_dropout=True, modality_dropout=0.9, modality_dropout_warmup=0)).train()
+    model = create_model("attention_robust_v2", model_args(use_modality_dropout=True, modality_dropout=0.9,
+                                                           modality_dropout_warmup=0, imagine=False)).train()
     model(random_batch(batch=64))
     w = model.last_fusion_weights
     assert (w == 0).any(1).float().mean() > 0.5          # most samples had a modality dropped from the fusion
     assert ((w > 0).sum(1) >= 1).all()
+    assert torch.equal(w > 0, model.last_kept)
 
 
 def components(model):
-    return {n.split(".")[0] for n, _ in model.named_parameters()}
+    return {n.split(".")[0] for n, _ in list(model.named_parameters()) + list(model.named_buffers())}
 
 
 @pytest.mark.parametrize("flag,module", [
     ({"use_proxy_attention": False}, "proxy_attention"),
     ({"recon_weight": 0.0}, "decoders"),
     ({"use_contrastive": False}, "contrastive"),
+    ({"typicality_weight": 0.0}, "typicality"),
+    ({"imagine": False}, "imagination"),
+    ({"unimodal_weight": 0.0, "agreement_weight": 0.0}, "experts"),
 ])
 def test_flags_remove_their_component(flag, module):
     full = create_model("attention_robust_v4", model_args())
@@ -139,8 +147,9 @@ def test_flags_remove_their_component(flag, module):
 
 
 def test_no_vae_is_deterministic_and_has_no_kl():
-    model = create_model("attention_robust_v2", model_args(use_vae=False, recon_weight=0.0, reliability_weight=0.0,
-                                                           use_modality_dropout=False)).train()
+    model = create_model("attention_robust_v2", model_args(use_vae=False, recon_weight=0.0, typicality_weight=0.0,
+                                                           unimodal_weight=0.0, agreement_weight=0.0,
+                                                           use_modality_dropout=False, imagine=False)).train()
     assert model.encoder.to_stats.out_features == 16                     # mu only, no log-variance head
     torch.manual_seed(1)
     batch = random_batch()
@@ -159,7 +168,7 @@ def test_no_modality_dropout_keeps_everything():
 
 def test_v4_with_new_flags_off_is_v2():
     off = dict(use_contrastive=False, use_gated_fusion=False, focal_gamma=0.0, label_smoothing=0.0,
-               improved_encoder=False, use_modality_dropout=False)
+               improved_encoder=False)
     torch.manual_seed(0)
     v2 = create_model("attention_robust_v2", model_args())
     torch.manual_seed(0)
@@ -234,7 +243,8 @@ def test_gated_fusion_weights_sum_to_one_over_present():
 
 def test_improved_encoder_starts_at_unit_variance():
     model = create_model("attention_robust_v4", model_args(improved_encoder=True)).train()
-    *_, logvar = model.encode(random_batch())
+    batch = random_batch()
+    *_, logvar = model.encoder([batch[k] for k in ("audios", "texts", "videos")])
     assert torch.equal(logvar, torch.zeros_like(logvar))
 
 

@@ -19,6 +19,29 @@ from ..constants import MER2023_EMOTIONS, MISSING_VALENCE  # noqa: F401  (MER202
 from . import checks
 
 MODALITY_KEYS = ("audios", "texts", "videos")
+# the generated sets' feature folders (audio, text, video), named like MER2023's features
+SYNTH_FEATURES = ("chinese-hubert-large", "Baichuan-13B-Base", "clip-vit-large-patch14")
+# {split: {sample name: condition}} beside the labels of a generated benchmark set
+CONDITIONS_FILE = "conditions.json"
+
+
+def feature_name(modality: int, level: str = "UTT") -> str:
+    """A generated set's feature folder name: 'chinese-hubert-large-UTT', ..."""
+    return f"{SYNTH_FEATURES[modality]}-{level}"
+
+
+def generated_corpus(split: str, emos, vals, present, valence: bool = True):
+    """A generated split's sample names, its label corpus ({name: {'emo', 'val'}}; test3, and every split
+    without ``valence``, emotion only, as MER2023's test3) and its description for synthetic.json."""
+    names = [f"{split}_{i:05d}" for i in range(len(emos))]
+    corpus = {}
+    for i, name in enumerate(names):
+        corpus[name] = {"emo": MER2023_EMOTIONS[emos[i]]}
+        if split != "test3" and valence:
+            corpus[name]["val"] = float(vals[i])
+    stats = {"samples": len(names), "missing_modalities": int((~present).sum()),
+             "samples_with_missing": int((~present).any(1).sum()), "valence": split != "test3"}
+    return names, corpus, stats
 
 
 class DataError(Exception):

@@ -1,7 +1,7 @@
 """Per-condition scores: F1 (and emoval where valence exists) per condition group of a test set.
 
 Groups come from a recorded ``conditions.json`` beside the labels ({split: {name: condition}}, as
-``synth --preset robust-*`` writes), else from the missing pattern of each sample (which modalities
+``synth --preset validation|test`` writes), else from the missing pattern of each sample (which modalities
 are all-zero): ``A+T+V``, ``T+V``, ..., ``V``.
 """
 import json
@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from ..data.synthetic import CONDITIONS_FILE
+from ..data.merbench_layout import CONDITIONS_FILE
 from ..modules.masking import presence_mask
 from .metrics import fold_predictions, summarise
 

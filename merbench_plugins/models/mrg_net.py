@@ -15,7 +15,7 @@ import torch.nn as nn
 from ..config import MrgNetConfig
 from ..modules.dropout import Dropout
 from ..modules.encoders import output_head
-from ..modules.masking import MODALITIES, ModalityDropout, corrupt_inputs, frame_mask, masked_fill_zero
+from ..modules.masking import MODALITIES, RobustRecipe, frame_mask, masked_fill_zero
 from ..modules.mrg import (BertTextEncoder, CrossModalRouter, FixedLenPool, HeadwiseMemoryRouter, MemoryGuidedFusion,
                            SequenceEmbedder)
 from ..registry import register_model
@@ -61,7 +61,8 @@ class MRGNet(nn.Module):
         self.cross_router = CrossModalRouter(d, heads, cfg.cross_slots, temperature=cfg.tau_x,
                                              ffn_ratio=cfg.ffn_ratio, dropout=cfg.dropout, rank=cfg.kernel_rank)
         self.fusion = MemoryGuidedFusion(d, heads, cfg.gate_slots, temperature=cfg.tau_g, mean=cfg.fusion_mean)
-        self.modality_dropout = ModalityDropout(cfg.modality_dropout, 0, cfg.modality_dropout_mode)
+        # the same recipe --robust_recipe applies outside other models
+        self.recipe = RobustRecipe(cfg.corrupt_aug, cfg.modality_dropout, cfg.corrupt_strength, cfg.modality_dropout_mode)
         self.head_drop = Dropout(cfg.dropout)
         self.fc_out_1 = nn.Linear(d, int(getattr(args, "output_dim1", 0) or 0))
         self.fc_out_2 = output_head(d, int(getattr(args, "output_dim2", 0) or 0))
@@ -92,10 +93,7 @@ class MRGNet(nn.Module):
     def forward(self, batch):
         seqs, masks, present = self._inputs(batch)
         if self.training:   # robustness levers act in training only, from the first step
-            if self.cfg.corrupt_aug > 0:
-                seqs, _ = corrupt_inputs([masked_fill_zero(x, m) for x, m in zip(seqs, masks)], present,
-                                         self.cfg.corrupt_aug, self.cfg.corrupt_strength)
-            present = self.modality_dropout(present)
+            seqs, present, _ = self.recipe.draw([masked_fill_zero(x, m) for x, m in zip(seqs, masks)], present)
             masks = [m & present[:, i:i + 1] for i, m in enumerate(masks)]
         # zero a missing modality's input before anything touches it (garbage, NaN included, cannot leak)
         tokens = torch.stack([self.pool(proj(masked_fill_zero(x, m)), m)

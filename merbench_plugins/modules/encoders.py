@@ -72,21 +72,27 @@ class InputProjection(nn.Module):
         if sequence and seq_encoder == "attnpool":
             self.score = nn.Linear(hidden_dim, 1)
 
-    def forward(self, x):
+    def forward(self, x, return_pre: bool = False):
+        """[B, H]; with ``return_pre`` also the (pooled) pre-activation [B, H], whose dropout noise is zero-mean
+        (the typicality evidence is fitted to it; an LSTM's output stands in for it)."""
         mask = frame_mask(x) if self.sequence else None                                # [B, T], before dropout
         x = self.drop(x)
         if self.sequence and self.seq_encoder == "lstm":
             x, mask = valid_first(x, mask)                  # the LSTM never reads MERBench's front padding
             h, _ = self.rnn(x)                                                         # [B, T, H]
+            pre = h
         else:
-            h = self.proj(x)
-            h = F.gelu(self.norm(h)) if self.improved else F.relu(h)
+            pre = self.proj(x)
+            h = F.gelu(self.norm(pre)) if self.improved else F.relu(pre)
         if not self.sequence:
-            return h                                                                   # [B, H]
+            return (h, pre) if return_pre else h                                       # [B, H]
         if self.seq_encoder == "lstm":
-            return masked_mean(h, mask, dim=1)
-        w = masked_softmax(self.score(h).squeeze(-1), any_or_all(mask), dim=1)         # [B, T]
-        return torch.einsum("bt,bth->bh", w, h)
+            h = pre = masked_mean(h, mask, dim=1)
+        else:
+            w = masked_softmax(self.score(h).squeeze(-1), any_or_all(mask), dim=1)     # [B, T]
+            h = torch.einsum("bt,bth->bh", w, h)
+            pre = torch.einsum("bt,bth->bh", w, pre) if return_pre else None
+        return (h, pre) if return_pre else h
 
 
 class MultimodalVariationalEncoder(nn.Module):
@@ -111,19 +117,26 @@ class MultimodalVariationalEncoder(nn.Module):
             nn.init.zeros_(self.to_stats.weight[..., h:])
             nn.init.zeros_(self.to_stats.bias[..., h:])
 
-    def forward(self, inputs):
-        h1 = torch.stack([proj(x) for proj, x in zip(self.inputs, inputs)], dim=1)    # [B, M, H]
+    def forward(self, inputs, return_first: bool = False):
+        """(z, mu, logvar), plus the first layer's pre-activations [B, M, H] with ``return_first``."""
+        if return_first:
+            h1, pre = (torch.stack(t, dim=1) for t in zip(*(proj(x, return_pre=True)
+                                                             for proj, x in zip(self.inputs, inputs))))
+        else:
+            h1 = torch.stack([proj(x) for proj, x in zip(self.inputs, inputs)], dim=1)  # [B, M, H]
         if self.improved:
             h = F.gelu(self.hidden_norm(self.hidden(h1))) + h1
         else:
             h = F.relu(self.hidden(h1))
         stats = self.to_stats(h)
         if not self.variational:
-            return stats, stats, torch.zeros_like(stats)
-        mu, logvar = stats.chunk(2, dim=-1)
-        logvar = logvar.clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
-        return z, mu, logvar
+            out = (stats, stats, torch.zeros_like(stats))
+        else:
+            mu, logvar = stats.chunk(2, dim=-1)
+            logvar = logvar.clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP)
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+            out = (z, mu, logvar)
+        return out + (pre,) if return_first else out
 
 
 RECON_MODES = ("full", "subset", "sketch")

@@ -29,7 +29,7 @@ class UncertaintyWeightedFusion(nn.Module):
         self.temperature, self.use_uncertainty = temperature, use_uncertainty
 
     def weights(self, tokens, logvar, mask, bias=None):
-        """``bias`` [B, M]: extra logits (the reliability head's log P(clean))."""
+        """``bias`` [B, M]: extra logits (reliability evidence: atypical or disagreeing modalities lose weight)."""
         if self.use_uncertainty:
             logits = confidence_logits(logvar, self.temperature)
         else:
@@ -97,10 +97,14 @@ class ProxyAttention(nn.Module):
         self.to_kv = nn.Linear(hidden_dim, 2 * hidden_dim)
         self.to_out = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), Dropout(dropout))
 
-    def forward(self, proxy, tokens, mask):                  # [B, H], [B, M, H], [B, M] -> [B, H]
+    def forward(self, proxy, tokens, mask, bias=None):       # [B, H], [B, M, H], [B, M] -> [B, H]
+        """``bias`` [B, M]: added to every head's attention logits (the fusion's reliability evidence), so a
+        modality the fusion turned away from is not attended back in."""
         b, m, h = tokens.shape
         q = self.to_q(self.norm_query(proxy)).view(b, self.heads, -1)                       # [B, heads, d]
         k, v = self.to_kv(self.norm_tokens(masked_fill_zero(tokens, mask))).view(b, m, 2, self.heads, -1).unbind(2)
         scores = torch.einsum("bhd,bmhd->bhm", q, k) * self.scale                            # [B, heads, M]
+        if bias is not None:
+            scores = scores + bias.unsqueeze(1)
         attn = masked_softmax(scores, any_or_all(mask).unsqueeze(1), dim=-1)
         return proxy + self.to_out(torch.einsum("bhm,bmhd->bhd", attn, v).reshape(b, h))

@@ -11,6 +11,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from .corruptions import TRAIN_SEEN
+
 MODALITIES = ("audios", "texts", "videos")
 
 
@@ -35,9 +37,19 @@ def valid_first(x: torch.Tensor, mask: torch.Tensor):
     return torch.gather(x, 1, order.unsqueeze(-1).expand_as(x)), torch.gather(mask, 1, order)
 
 
+def has_signal(x: torch.Tensor) -> torch.Tensor:
+    """[B, D] or [B, T, D] -> [B] bool: some vector (the utterance, or a frame) is not constant over its
+    dimensions. All-zero inputs (MERBench's missing), and missing written as a constant fill (-1, 1e-8, ...),
+    are not signal; a single feature dimension cannot be judged this way, so there only non-zero counts."""
+    if x.shape[-1] < 2:
+        return (x != 0).flatten(1).any(dim=1)
+    return (x.amax(dim=-1) != x.amin(dim=-1)).reshape(x.shape[0], -1).any(dim=1)
+
+
 def presence_mask(batch: dict) -> torch.Tensor:
-    """[B, 3] bool presence of audio/text/video: a modality whose whole input is zero is missing."""
-    present = torch.stack([(batch[k] != 0).flatten(1).any(dim=1) for k in MODALITIES], dim=1)
+    """[B, 3] bool presence of audio/text/video: a modality whose input is zero, or constant over its
+    dimensions, is missing; ``batch['masks']`` ([B, 3], where a dataset supplies it) can only remove more."""
+    present = torch.stack([has_signal(batch[k]) for k in MODALITIES], dim=1)
     if batch.get("masks") is not None:
         present = present & batch["masks"].to(device=present.device).bool()
     return present
@@ -160,7 +172,8 @@ def any_true(mask: torch.Tensor) -> bool:
     return True if is_batched(mask) else bool(mask.any())
 
 
-CORRUPTION_KINDS = ("noise", "dropdims", "gain", "swap")
+# the augmentation draws the train-seen families of the corruption table only, in this index order
+CORRUPTION_KINDS = TRAIN_SEEN                 # gauss, dropdims, gain, swap
 
 
 def _per_sample(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -173,7 +186,7 @@ def corrupt_one(x: torch.Tensor, kind: torch.Tensor, strength: float, active: Op
     """Corrupt every sample of one modality ([B, D] or [B, T, D]) by its kind index [B] (CORRUPTION_KINDS);
     with ``active`` [B] bool, only those samples (the rest come back unchanged).
 
-    noise: Gaussian at U(0.5, strength) x the sample's own feature std; dropdims: a U(0.3, 0.9)
+    gauss: Gaussian at U(0.5, strength) x the sample's own feature std; dropdims: a U(0.3, 0.9)
     fraction of the dimensions zeroed; gain: x * exp(U(-1, 1) * log(strength)); swap: the next
     sample's features. Zero-padded frames stay zero (the frame mask does not change).
     Every kind's random draws are made for every sample (fixed shapes, so it runs under vmap), but the
@@ -209,3 +222,46 @@ def corrupt_inputs(inputs, present: torch.Tensor, p: float, strength: float = 4.
     out = [corrupt_one(x, kind, strength, active=which[:, i], std=None if std is None else std[:, i])
            if any_true(which[:, i]) else x for i, x in enumerate(inputs)]
     return out, which
+
+
+class RobustRecipe(nn.Module):
+    """The robustness recipe, one helper for every model: corruption augmentation (train-seen families only,
+    :func:`corrupt_inputs`) then modality dropout (:class:`ModalityDropout`), in training mode only.
+
+    :meth:`draw` gives a model the corrupted inputs, the kept mask and which inputs were corrupted (our models
+    call it inside their forward, so they also train robustly under upstream ``main-release.py``);
+    ``forward(batch)`` applies it to a MERBench batch outside any model (``--robust_recipe``): the corrupted
+    features, and zeros, MERBench's "missing", where a modality was dropped.
+    """
+
+    def __init__(self, corrupt: float = 0.0, dropout: float = 0.0, strength: float = 4.0, mode: str = "subset",
+                 warmup: int = 0):
+        super().__init__()
+        self.corrupt, self.strength = float(corrupt), float(strength)
+        self.modality_dropout = ModalityDropout(dropout, warmup, mode)
+
+    @property
+    def active(self) -> bool:
+        return self.corrupt > 0 or self.modality_dropout.p > 0
+
+    def set_epoch(self, epoch: int):
+        self.modality_dropout.set_epoch(epoch)
+
+    def draw(self, inputs, present: torch.Tensor, std: Optional[torch.Tensor] = None):
+        """(inputs, kept [B, M], corrupted [B, M]); in eval mode the inputs as they are and kept = present.
+        ``std`` [B, M]: the samples' feature stds where an engine precomputed them (:func:`input_statistics`)."""
+        corrupted = torch.zeros_like(present)
+        if self.training and self.corrupt > 0:
+            inputs, corrupted = corrupt_inputs(inputs, present, self.corrupt, self.strength, std=std)
+        return inputs, self.modality_dropout(present), corrupted
+
+    def forward(self, batch: dict) -> dict:
+        present = batch[PRESENT_KEY] if PRESENT_KEY in batch else presence_mask(batch)
+        inputs, kept, _ = self.draw([masked_fill_zero(batch[k], present[:, m]) for m, k in enumerate(MODALITIES)],
+                                    present, std=batch.get(STD_KEY))
+        out = dict(batch)
+        for m, key in enumerate(MODALITIES):
+            out[key] = masked_fill_zero(inputs[m], kept[:, m])
+        if PRESENT_KEY in batch:           # statistics an engine precomputed describe the batch before the recipe
+            out.update(input_statistics(out))
+        return out

@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from ..evaluate.metrics import metric_value, softmax, summarise
 from ..modules.losses import masked_mse
+from ..modules.masking import RobustRecipe
 from ..runtime import autocast, grad_scaler
 
 
@@ -48,6 +49,7 @@ class TrainOptions:
     amp: bool = False
     grad_clip: Optional[float] = None  # None: the model's own grad_clip
     show_progress: bool = True
+    recipe: Optional[tuple] = None     # --robust_recipe: (corrupt, dropout, strength) applied to training batches
 
     def __post_init__(self):
         checks = [(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
@@ -63,6 +65,43 @@ class TrainOptions:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.recipe is not None:
+            corrupt, dropout, strength = self.recipe
+            for flag, p in (("recipe_corrupt", corrupt), ("recipe_dropout", dropout)):
+                if not 0.0 <= p <= 1.0:
+                    raise ValueError(f"--{flag} is a probability: give a value in [0, 1], not {p}")
+            if strength < 1.0:
+                raise ValueError(f"--recipe_strength must be at least 1 (noise up to that x the feature std), "
+                                 f"not {strength}")
+
+
+def recipe_of(values) -> Optional[tuple]:
+    """``--robust_recipe`` and its probabilities (from the parsed flags, a mapping) as (corrupt, dropout,
+    strength), or None when off; :class:`TrainOptions` checks the values."""
+    if not values.get("robust_recipe"):
+        return None
+    return (float(values.get("recipe_corrupt", 0.3)), float(values.get("recipe_dropout", 0.3)),
+            float(values.get("recipe_strength", 4.0)))
+
+
+_NOTED = set()
+
+
+def training_recipe(core: nn.Module, opts: "TrainOptions") -> Optional[RobustRecipe]:
+    """The recipe to apply to training batches outside ``core``; None when it is off, or when the model
+    runs the same recipe inside its forward (ours: applying it twice would double the augmentation)."""
+    if opts.recipe is None:
+        return None
+    inner = getattr(core, "recipe", None)
+    if isinstance(inner, RobustRecipe) and inner.active:
+        name = type(core).__name__
+        if name not in _NOTED:
+            _NOTED.add(name)
+            print(f"note: --robust_recipe: {name} runs the same recipe inside its forward (its own corruption / "
+                  f"modality dropout settings); its batches are left as they are", flush=True)
+        return None
+    corrupt, dropout, strength = opts.recipe
+    return RobustRecipe(corrupt, dropout, strength).train()
 
 
 @dataclass
@@ -185,11 +224,12 @@ def eval_loss(logits, val_preds, emos, vals, opts: TrainOptions, cls_loss=None, 
 
 
 def run_epoch(model, loader, opts: TrainOptions, device, calculate_results, *, optimizer=None, scaler=None,
-              cls_loss=None, where: str = "", epoch=None):
+              cls_loss=None, where: str = "", epoch=None, recipe: Optional[RobustRecipe] = None):
     """One pass. Evaluation returns MERBench's save_results dict (names, loss, emoprobs, ..., valmse);
     training returns names and loss only (nothing reads training metrics, so none are computed).
     Loss: training, the mean of the batches' losses; evaluation, :func:`eval_loss` over every sample.
-    ``where`` (e.g. the fold) and ``epoch`` (1-based) name where a non-finite training loss happened."""
+    ``where`` (e.g. the fold) and ``epoch`` (1-based) name where a non-finite training loss happened.
+    ``recipe``: applied to every training batch before the model sees it (:func:`training_recipe`)."""
     train = optimizer is not None
     model.train(train)
     cls_loss = cls_loss or cross_entropy
@@ -202,6 +242,8 @@ def run_epoch(model, loader, opts: TrainOptions, device, calculate_results, *, o
         for batch, emos, vals, bnames in loader:
             batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             emos, vals = emos.to(device), vals.to(device)
+            if train and recipe is not None:
+                batch = recipe(batch)
             with autocast(device, opts.amp):
                 outputs = model(batch)
                 _, emos_out, vals_out, _ = outputs
@@ -251,6 +293,7 @@ def train_fold(build_model: Callable[[], nn.Module], train_loader, eval_loader, 
     cls_loss = core.classification_loss() if hasattr(core, "classification_loss") else None
     if cls_loss is not None and hasattr(cls_loss, "to"):
         cls_loss = cls_loss.to(device)
+    recipe = training_recipe(core, opts)
     optimizer = make_optimizer(model.parameters(), opts)
     scheduler = make_scheduler(optimizer, opts.scheduler, opts.epochs)
     scaler = grad_scaler(device, opts.amp)
@@ -261,7 +304,7 @@ def train_fold(build_model: Callable[[], nn.Module], train_loader, eval_loader, 
         if hasattr(core, "set_epoch"):
             core.set_epoch(epoch)
         train_res = run_epoch(model, train_loader, opts, device, calculate_results, optimizer=optimizer,
-                              scaler=scaler, cls_loss=cls_loss, where=desc, epoch=epoch + 1)
+                              scaler=scaler, cls_loss=cls_loss, where=desc, epoch=epoch + 1, recipe=recipe)
         eval_res = run_epoch(model, eval_loader, opts, device, calculate_results, cls_loss=cls_loss)
         metric = metric_value(eval_res, opts.metric_name)
         history.append({"epoch": epoch + 1, "train_loss": train_res["loss"], "eval_loss": eval_res["loss"],

@@ -45,6 +45,19 @@ def add_training_flags(parser: argparse.ArgumentParser, *, merbench: bool = Fals
                    help="with --seeds: all seeds' folds at once, one stacked model of seeds x folds splits (each "
                         "seed's folds, initialisation and data order as its own run); where that is not possible "
                         "the seeds run one after another, with a note")
+    g = parser.add_argument_group("robustness recipe (any model, MERBench's own included)")
+    g.add_argument("--robust_recipe", action="store_true",
+                   help="augment every training batch outside the model: one present modality of a sample corrupted "
+                        "(train-seen families: Gaussian noise, zeroed dims, gain, another sample's features), then "
+                        "subset modality dropout (dropped = zeros). Our models run the same recipe inside (their own "
+                        "--corrupt_aug / --modality_dropout) and are left alone")
+    g.add_argument("--recipe_corrupt", type=float, default=0.3,
+                   help="probability that a training sample with 2+ modalities gets one of them corrupted")
+    g.add_argument("--recipe_dropout", type=float, default=0.3,
+                   help="probability that a training sample keeps only a random non-empty proper subset of its modalities")
+    g.add_argument("--recipe_strength", type=float, default=4.0,
+                   help="largest noise (x the sample's feature std) and gain factor of the corruption")
+    g = parser.add_argument_group("training")
     g.add_argument("--select_on", default="clean", choices=["clean", "corrupted"],
                    help="pick the best epoch (and stop early) on the validation fold as it is, or on it plus a "
                         "corrupted copy (missing and noisy modalities, fixed per seed)")

@@ -446,6 +446,7 @@ class FoldParallel:
         self.cls_loss = cls_loss.to(device) if hasattr(cls_loss, "to") else cls_loss
         clip = opts.grad_clip if opts.grad_clip is not None else getattr(self.template, "grad_clip", -1)
         self.clip = clip if clip is not None and clip > 0 else None
+        self.recipe = engine.training_recipe(self.template, opts)      # --robust_recipe, drawn per fold
         self.train_fn = self.vmap(self._fold_loss, randomness="different")
         self.eval_fn = self.vmap(self._fold_outputs, randomness="different")
         self.test_fn = self.vmap(self._fold_outputs, in_dims=(0, 0, None), randomness="different")
@@ -458,6 +459,8 @@ class FoldParallel:
             return self.functional_call(self.template, (params, fixed), (batch,))
 
     def _fold_loss(self, params, fixed, batch, emos, vals):
+        if self.recipe is not None:
+            batch = self.recipe(batch)
         return engine.batch_loss(self._forward(params, fixed, batch), emos, vals, self.opts, self.cls_loss)
 
     def _fold_outputs(self, params, fixed, batch):

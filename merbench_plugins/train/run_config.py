@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import registry
 from ..config import BaseConfig
-from .engine import TrainOptions
+from .engine import TrainOptions, recipe_of
 from .options import PROTOCOLS, load_yaml, ours, per_seed, pick
 
 FLAG, DEFAULT = "flag", "default"
@@ -112,7 +112,9 @@ class RunConfig:
         record = dict(protocol=self.flags.get("protocol"), epochs=t.epochs, batch_size=self.batch_size,
                       l2=t.weight_decay, scheduler=t.scheduler, early_stop=t.early_stop, emo_weight=t.emo_weight,
                       val_weight=t.val_weight, amp=t.amp, optimizer=t.optimizer, average=t.average,
-                      select_on=self.select_on)
+                      select_on=self.select_on, robust_recipe=t.recipe is not None)
+        if t.recipe is not None:
+            record.update(zip(("recipe_corrupt", "recipe_dropout", "recipe_strength"), t.recipe))
         if self.runner == "train":
             record["folds"] = self.folds
         return record
@@ -278,13 +280,14 @@ def training_options(values: Mapping[str, Any], given: Mapping[str, Any], settin
     lr = settings.get("lr") if settings.get("lr") is not None else values.get("lr")
     source["lr"] = settings_source.get("lr", FLAG if "lr" in given else DEFAULT)
     for key, flag in (("epochs", "epochs"), ("weight_decay", "l2"), ("emo_weight", "emo_weight"),
-                      ("val_weight", "val_weight"), ("amp", "amp"), ("show_progress", "quiet")):
+                      ("val_weight", "val_weight"), ("amp", "amp"), ("show_progress", "quiet"),
+                      ("recipe", "robust_recipe")):
         source[key] = FLAG if flag in given else DEFAULT
     try:
         opts = TrainOptions(epochs=values["epochs"], lr=1e-3 if lr is None else float(lr),
                             weight_decay=values["l2"], emo_weight=values["emo_weight"],
                             val_weight=values["val_weight"], amp=bool(values.get("amp")),
-                            show_progress=not values.get("quiet"), **protocol)
+                            show_progress=not values.get("quiet"), recipe=recipe_of(values), **protocol)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return opts, source
