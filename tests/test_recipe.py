@@ -1,7 +1,5 @@
 """The robustness recipe (issue 21): one helper, applied outside any model by both training loops, and
 inside our models; missing detection beyond exact zeros."""
-import argparse
-
 import pytest
 import torch
 import torch.nn as nn
@@ -106,7 +104,7 @@ def test_fold_parallel_step_applies_the_recipe_per_fold():
         fp = parallel.FoldParallel(lambda: create_model("attention", model_args(hidden_dim=8, dropout=0.0)), [0, 1],
                                    opts, torch.device("cpu"))
         torch.manual_seed(0)
-        return fp.train_step(batch, emos, vals, eager=True), fp.recipe
+        return fp.train_step(batch, emos, vals, eager=True)[0], fp.recipe
 
     plain, none = losses(None)
     idle, _ = losses((0.0, 0.0, 4.0))
@@ -115,12 +113,19 @@ def test_fold_parallel_step_applies_the_recipe_per_fold():
     assert torch.allclose(plain, idle) and not torch.allclose(plain, dropped)
 
 
-def test_recipe_flags_are_checked_and_recorded():
-    from merbench_plugins.train import options
-    args = argparse.Namespace(robust_recipe=True, recipe_corrupt=0.3, recipe_dropout=1.5, recipe_strength=4.0)
-    with pytest.raises(SystemExit, match="recipe_dropout"):
-        engine.recipe_of(args)
-    args.recipe_dropout = 0.5
-    assert engine.recipe_of(args) == (0.3, 0.5, 4.0)
-    assert options.protocol(args)["recipe_dropout"] == 0.5
-    assert "recipe_dropout" not in options.protocol(argparse.Namespace(robust_recipe=False, recipe_dropout=0.5))
+def test_recipe_flags_are_checked_and_recorded(tiny_data, capsys):
+    from merbench_plugins.train import runner
+    flags = dict(robust_recipe=True, recipe_corrupt=0.3, recipe_dropout=1.5, recipe_strength=4.0)
+    with pytest.raises(ValueError, match="recipe_dropout"):
+        engine.TrainOptions(recipe=engine.recipe_of(flags))
+    assert engine.recipe_of(dict(flags, recipe_dropout=0.5)) == (0.3, 0.5, 4.0)
+    assert engine.recipe_of(dict(flags, robust_recipe=False)) is None
+    argv = [str(tiny_data), "--model", "attention", "--robust_recipe", "--recipe_dropout", "0.5"]
+    config = runner.resolve(runner.build_parser(), argv)[0]
+    assert config.training.recipe == (0.3, 0.5, 4.0) and config.source["training.recipe"] == "flag"
+    record = config.protocol_record()
+    assert record["robust_recipe"] is True and record["recipe_dropout"] == 0.5
+    assert runner.resolve(runner.build_parser(), argv[:3])[0].protocol_record()["robust_recipe"] is False
+    # an impossible value is refused before any data is read, the flag named
+    assert runner.main(argv[:3] + ["--robust_recipe", "--recipe_strength", "0.5", "--epochs", "1"]) == 2
+    assert "--recipe_strength" in capsys.readouterr().err
