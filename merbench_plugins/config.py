@@ -147,11 +147,12 @@ class AttentionRobustV2Config(BaseConfig):
     """AttentionRobustV2: variational encoders, uncertainty fusion, proxy attention, modality dropout."""
 
     use_vae: bool = hp(True, "variational encoders (z, mu, logvar); off = deterministic encoders", grid=[True])
-    kl_weight: float = hp(0.01, "weight of KL(q(z|x) || N(0, I))", grid=[0.005, 0.01, 0.02])
+    kl_weight: float = hp(0.01, "weight of KL(q(z|x) || N(0, I))", grid=[0.005, 0.01, 0.02], interval="[0, inf)")
     kl_warmup: int = hp(0, "epochs over which the KL weight ramps up linearly from 0 (needs set_epoch, which "
-                        "main-release.py never calls; 0 = full weight from the first step)", grid=[0])
+                        "main-release.py never calls; 0 = full weight from the first step)", grid=[0],
+                        interval="[0, inf)")
     recon_weight: float = hp(0.1, "weight of the reconstruction of present modalities (0 = no decoders)",
-                             grid=[0.05, 0.1, 0.2])
+                             grid=[0.05, 0.1, 0.2], interval="[0, inf)")
     tied_decoder: bool = hp(True, "decoders reuse the transposed input projections (no second full-width matrix)",
                             grid=[True])
     recon_mode: str = hp("full", "what the decoders reconstruct: full (every input dimension), subset (recon_dims "
@@ -161,28 +162,29 @@ class AttentionRobustV2Config(BaseConfig):
     recon_dims: int = hp(256, "dimensions per modality reconstructed per step (recon_mode subset / sketch)", grid=[256],
                          interval="[1, inf)")
     cross_kl_weight: float = hp(0.01, "weight of the Gaussian KL between posteriors of present modality pairs",
-                                grid=[0.005, 0.01, 0.02])
+                                grid=[0.005, 0.01, 0.02], interval="[0, inf)")
     use_uncertainty_fusion: bool = hp(True, "weight modalities by confidence 1/sigma; off = mean of present ones",
                                       grid=[True])
-    fusion_temperature: float = hp(1.0, "softmax temperature of the confidence weights", grid=[0.5, 1.0, 2.0])
+    fusion_temperature: float = hp(1.0, "softmax temperature of the confidence weights", grid=[0.5, 1.0, 2.0],
+                                   interval="(0, inf)")
     use_proxy_attention: bool = hp(True, "cross-modal attention from the fused proxy over the modality stack",
                                    grid=[True])
-    num_attention_heads: int = hp(4, "heads of the proxy attention", grid=[4])
+    num_attention_heads: int = hp(4, "heads of the proxy attention", grid=[4], interval="[1, inf)")
     use_modality_dropout: bool = hp(True, "drop whole modalities during training (validation preset, 2 seeds: "
                                     "held-out F1 0.864 off -> 0.879 on)", grid=[False, True])
     modality_dropout: float = hp(0.3, "subset mode: probability that a training sample keeps only a random "
                                  "non-empty proper subset of its modalities; independent mode: probability to "
-                                 "drop each present modality", grid=[0.3, 0.5, 0.7])
+                                 "drop each present modality", grid=[0.3, 0.5, 0.7], interval="[0, 1]")
     modality_dropout_mode: str = hp("subset", "subset: uniform over proper subsets (single modalities common); "
                                     "independent: each modality on its own", grid=["subset"],
                                     choices=["subset", "independent"])
     modality_dropout_warmup: int = hp(0, "epochs over which the dropout rate ramps up (needs set_epoch; "
-                                      "0 = acts from the first step)", grid=[0])
+                                      "0 = acts from the first step)", grid=[0], interval="[0, inf)")
     corrupt_aug: float = hp(0.3, "probability that a training sample with 2+ modalities gets one of them corrupted "
                             "(train-seen kinds: noise / zeroed dims / gain / swapped sample; 0 = off)",
-                            grid=[0.0, 0.3, 0.5])
+                            grid=[0.0, 0.3, 0.5], interval="[0, 1]")
     corrupt_strength: float = hp(4.0, "largest noise (x feature std) and gain factor of the augmentation",
-                                 grid=[4.0])
+                                 grid=[4.0], interval="[1, inf)")
     typicality_weight: float = hp(1.0, "fusion logit penalty per unit of atypicality: how far a modality's first-layer "
                                   "activations lie outside their training distribution (0 = off)", grid=[1.0],
                                   interval="[0, inf)")
@@ -226,36 +228,40 @@ class AttentionRobustV4Config(AttentionRobustV2Config):
                                 "with corruption augmentation it lost 2 points of corrupted-test F1)",
                                 grid=[False, True])
     use_contrastive: bool = hp(True, "InfoNCE between projected embeddings of present modality pairs", grid=[True])
-    contrastive_weight: float = hp(0.1, "weight of the contrastive loss", grid=[0.05, 0.1, 0.2])
-    contrastive_temperature: float = hp(0.07, "InfoNCE temperature", grid=[0.07])
-    contrastive_dim: int = hp(64, "projection size of the contrastive heads", grid=[64])
+    contrastive_weight: float = hp(0.1, "weight of the contrastive loss", grid=[0.05, 0.1, 0.2], interval="[0, inf)")
+    contrastive_temperature: float = hp(0.07, "InfoNCE temperature", grid=[0.07], interval="(0, inf)")
+    contrastive_dim: int = hp(64, "projection size of the contrastive heads", grid=[64], interval="[1, inf)")
     use_gated_fusion: bool = hp(True, "mix uncertainty weights with a learned gate", grid=[True])
-    gate_alpha: float = hp(0.5, "w = alpha * uncertainty + (1 - alpha) * gate", grid=[0.3, 0.5, 0.7])
+    gate_alpha: float = hp(0.5, "w = alpha * uncertainty + (1 - alpha) * gate", grid=[0.3, 0.5, 0.7], interval="[0, 1]")
     learnable_gate_alpha: bool = hp(False, "learn gate_alpha (initialised at --gate_alpha)", grid=[False])
     focal_gamma: float = hp(0.0, "focal loss gamma (0 = plain cross-entropy; the seed's 2.0 with smoothing 0.1 cost "
-                            "2.3 points of held-out F1 on the validation preset)", grid=[0.0, 1.0, 2.0])
-    label_smoothing: float = hp(0.0, "label smoothing epsilon (0 = none)", grid=[0.0, 0.05, 0.1])
+                            "2.3 points of held-out F1 on the validation preset)", grid=[0.0, 1.0, 2.0],
+                            interval="[0, inf)")
+    label_smoothing: float = hp(0.0, "label smoothing epsilon (0 = none)", grid=[0.0, 0.05, 0.1], interval="[0, 1)")
 
 
 @dataclass
 class MrgNetConfig(BaseConfig):
     """MRG-Net: fixed-length pooling, memory-slot encoders, cross-modal routing, memory-guided gated fusion."""
 
-    pool_len: int = hp(8, "tokens per modality after FixedLenPool (L)", grid=[4, 8, 16])
+    pool_len: int = hp(8, "tokens per modality after FixedLenPool (L)", grid=[4, 8, 16], interval="[1, inf)")
     pool_mode: str = hp("avg", "FixedLenPool: adaptive avg/max pooling (interpolation below L frames) or "
                         "linear interpolation", grid=["avg", "max", "linear"], choices=["avg", "max", "linear"])
-    embed_depth: int = hp(1, "Transformer layers of each modality embedder", grid=[1, 2])
-    memory_heads: int = hp(4, "heads of the memory routers and embedders (must divide hidden_dim)", grid=[2, 4, 8])
-    slots_t: int = hp(64, "memory slots of the text memory encoder", grid=[32, 64, 128])
-    slots_a: int = hp(64, "memory slots of the audio memory encoder (seed: 64 per modality)", grid=[32, 64, 128])
-    slots_v: int = hp(64, "memory slots of the video memory encoder", grid=[32, 64, 128])
-    cross_slots: int = hp(32, "slots of the cross-modal router", grid=[16, 32, 64])
-    gate_slots: int = hp(32, "slots of the fusion gates", grid=[16, 32, 64])
+    embed_depth: int = hp(1, "Transformer layers of each modality embedder", grid=[1, 2], interval="[1, inf)")
+    memory_heads: int = hp(4, "heads of the memory routers and embedders (must divide hidden_dim)", grid=[2, 4, 8],
+                           interval="[1, inf)")
+    slots_t: int = hp(64, "memory slots of the text memory encoder", grid=[32, 64, 128], interval="[1, inf)")
+    slots_a: int = hp(64, "memory slots of the audio memory encoder (seed: 64 per modality)", grid=[32, 64, 128],
+                      interval="[1, inf)")
+    slots_v: int = hp(64, "memory slots of the video memory encoder", grid=[32, 64, 128], interval="[1, inf)")
+    cross_slots: int = hp(32, "slots of the cross-modal router", grid=[16, 32, 64], interval="[1, inf)")
+    gate_slots: int = hp(32, "slots of the fusion gates", grid=[16, 32, 64], interval="[1, inf)")
     kernel_rank: int = hp(16, "rank of the cross-modal kernel generator (0 = full d -> heads*slots*d/heads linear "
-                          "layer, as in the seed)", grid=[8, 16, 32])
-    tau_x: float = hp(1.0, "softmax temperature of the cross-modal router", grid=[0.5, 1.0, 2.0])
-    tau_g: float = hp(1.0, "softmax temperature of the fusion gates (over slots)", grid=[0.5, 1.0, 2.0])
-    ffn_ratio: int = hp(4, "FFN width as a multiple of hidden_dim", grid=[2, 4])
+                          "layer, as in the seed)", grid=[8, 16, 32], interval="[0, inf)")
+    tau_x: float = hp(1.0, "softmax temperature of the cross-modal router", grid=[0.5, 1.0, 2.0], interval="(0, inf)")
+    tau_g: float = hp(1.0, "softmax temperature of the fusion gates (over slots)", grid=[0.5, 1.0, 2.0],
+                      interval="(0, inf)")
+    ffn_ratio: int = hp(4, "FFN width as a multiple of hidden_dim", grid=[2, 4], interval="[1, inf)")
     text_encoder: str = hp("features", "'features': MERBench's pre-extracted text features; 'bert': raw text "
                            "(batch['raw_texts']) through BERT, needs pip install merbench-plugins[bert]",
                            choices=["features", "bert"])
@@ -263,12 +269,13 @@ class MrgNetConfig(BaseConfig):
                         "(e.g. bert-base-chinese for MER2023/SIMS)")
     bert_finetune: bool = hp(False, "fine-tune BERT (default: frozen)")
     modality_dropout: float = hp(0.5, "probability that a training sample keeps only a random non-empty proper "
-                                 "subset of its modalities (0 = off)", grid=[0.3, 0.5, 0.7])
+                                 "subset of its modalities (0 = off)", grid=[0.3, 0.5, 0.7], interval="[0, 1]")
     modality_dropout_mode: str = hp("subset", "subset: uniform over proper subsets; independent: per modality",
                                     grid=["subset"], choices=["subset", "independent"])
     corrupt_aug: float = hp(0.3, "probability that a training sample with 2+ modalities gets one of them corrupted "
-                            "(0 = off)", grid=[0.0, 0.3, 0.5])
-    corrupt_strength: float = hp(4.0, "largest noise (x feature std) and gain factor of the augmentation", grid=[4.0])
+                            "(0 = off)", grid=[0.0, 0.3, 0.5], interval="[0, 1]")
+    corrupt_strength: float = hp(4.0, "largest noise (x feature std) and gain factor of the augmentation", grid=[4.0],
+                                 interval="[1, inf)")
     fusion_mean: bool = hp(True, "fuse the mean of the present modalities' gated summaries (scale independent of "
                            "how many are present); off = the seed's plain sum", grid=[True])
 
@@ -278,7 +285,7 @@ class RavdessAVConfig(BaseConfig):
     """RavdessAV: video ResNet-18 over frames + audio ResNet-18 (or small CNN) on the log-mel, fused."""
 
     lr: float = hp(1e-3, "learning rate (1e-4 with pretrained --video_weights/--audio_weights)",
-                   grid=[1e-3, 3e-4, 1e-4])
+                   grid=[1e-3, 3e-4, 1e-4], interval="(0, inf)")
     fusion: str = hp("gated", "gated | late | concat | xattn fusion, or a unimodal audio | video baseline",
                      grid=["gated"], choices=["gated", "late", "concat", "xattn", "audio", "video"])
     simple_gate: bool = hp(False, "the seed's original gate (Linear + sigmoid) instead of Linear-ReLU-Dropout-Linear",
@@ -286,29 +293,31 @@ class RavdessAVConfig(BaseConfig):
     gate_bias: float = hp(-1.0, "initial bias of the gate's last layer: sigmoid(-1): audio weight 0.27, video 0.73",
                           grid=[-1.0])
     use_spec_augment: bool = hp(True, "SpecAugment on the normalised log-mel during training", grid=[True])
-    spec_freq_mask: int = hp(20, "widest SpecAugment frequency mask (mel bins)", grid=[20])
-    spec_time_mask: int = hp(40, "widest SpecAugment time mask (frames)", grid=[40])
-    spec_num_masks: int = hp(2, "SpecAugment masks per axis", grid=[2])
-    spec_p: float = hp(0.5, "probability that a training sample is SpecAugmented", grid=[0.5])
+    spec_freq_mask: int = hp(20, "widest SpecAugment frequency mask (mel bins)", grid=[20], interval="[0, inf)")
+    spec_time_mask: int = hp(40, "widest SpecAugment time mask (frames)", grid=[40], interval="[0, inf)")
+    spec_num_masks: int = hp(2, "SpecAugment masks per axis", grid=[2], interval="[0, inf)")
+    spec_p: float = hp(0.5, "probability that a training sample is SpecAugmented", grid=[0.5], interval="[0, 1]")
     use_modality_dropout: bool = hp(True, "drop the audio or the video of a training sample (never both)",
                                     grid=[True])
     modality_dropout: float = hp(0.2, "probability to drop each modality of a training sample", grid=[0.1, 0.2, 0.3],
-                                 aliases=("modality_dropout_p",))
+                                 aliases=("modality_dropout_p",), interval="[0, 1]")
     audio_encoder: str = hp("resnet18", "audio branch: ResNet-18 or the seed's small CNN", grid=["resnet18"],
                             choices=["resnet18", "cnn"], switches={"use_resnet_audio": "resnet18"})
     resnet_width: int = hp(64, "base width of the ResNet-18s (64 = standard; pretrained weights need 64)",
-                           grid=[64])
-    num_frames: int = hp(8, "video frames per clip (evenly subsampled when the cache holds more)", grid=[8])
-    n_mels: int = hp(64, "mel bins of the cached log-mel", grid=[64])
+                           grid=[64], interval="[1, inf)")
+    num_frames: int = hp(8, "video frames per clip (evenly subsampled when the cache holds more)", grid=[8],
+                         interval="[1, inf)")
+    n_mels: int = hp(64, "mel bins of the cached log-mel", grid=[64], interval="[1, inf)")
     video_flip: bool = hp(True, "random horizontal flip of a training clip", grid=[True])
-    xattn_heads: int = hp(4, "heads of the xattn fusion's cross-modal attention", grid=[4])
+    xattn_heads: int = hp(4, "heads of the xattn fusion's cross-modal attention", grid=[4], interval="[1, inf)")
     video_weights: str = hp("", "torchvision resnet18 state dict (.pth) for the video branch ('' = random init)")
     audio_weights: str = hp("", "torchvision resnet18 state dict for the audio branch (conv1 summed to 1 channel)")
     ravdess_cache: str = hp("", "RAVDESS NPZ cache written by `ravdess-prep` (default: $RAVDESS_CACHE)")
     ravdess_classes: int = hp(4, "RAVDESS task: 4 (neutral/happy/sad/angry) or 8 emotions", choices=[4, 8],
                               aliases=("num_classes",))
-    ravdess_folds: int = hp(6, "actor-independent folds (24 actors / 6 = 4 test actors per fold)")
-    ravdess_val_actors: int = hp(0, "validation actors per fold, taken from the next fold (0 = a fold's worth)")
+    ravdess_folds: int = hp(6, "actor-independent folds (24 actors / 6 = 4 test actors per fold)", interval="[2, inf)")
+    ravdess_val_actors: int = hp(0, "validation actors per fold, taken from the next fold (0 = a fold's worth)",
+                                 interval="[0, inf)")
 
     PRETRAINED_LR = 1e-4           # not a field: the default lr once pretrained weights are loaded
 

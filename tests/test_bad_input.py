@@ -47,6 +47,8 @@ def spoil(data, case):
     ("dropout_one", ["--dropout", "1.0"], "--dropout must lie in [0, 1)"),
     ("yaml_typo", ["--hyper_path", "{yaml}"], "'dropuot' is not an option of attention_robust_v2; did you mean 'dropout'?"),
     ("folds_one", ["--folds", "1"], "--folds must be at least 2"),
+    ("v2_probability", ["--modality_dropout", "1.5"], "--modality_dropout must lie in [0, 1], got 1.5"),
+    ("mrg_temperature", ["--model", "mrg_net", "--tau_x", "0"], "--tau_x must lie in (0, inf), got 0.0"),
 ])
 def test_impossible_settings_refused_before_reading_data(tmp_path, capsys, case, flags, message):
     """Checked when the command line is resolved: the data folder is not even looked at (it does not exist)."""
@@ -214,3 +216,28 @@ def test_rerun_after_a_run_died_before_its_summary_leaves_one_set_of_results(tin
     assert cli(flags) == 0
     assert len(glob.glob(str(out / "result" / "*.npz"))) == 3                 # test1..test3 of the rerun only
     assert not [n for n in os.listdir(out) if n.startswith(".")]
+
+
+def test_every_declared_interval_holds_its_default_and_refuses_outside():
+    """Each registered model's options with an interval: the declared default lies inside it, and a value
+    just outside is refused by the config's check(), naming the option."""
+    import dataclasses
+    import math
+    from merbench_plugins.config import in_interval
+    from merbench_plugins.registry import get_model_entry, list_models
+    seen = 0
+    for name in list_models():
+        cls = get_model_entry(name).config
+        for f in dataclasses.fields(cls):
+            interval = f.metadata.get("interval")
+            if not interval:
+                continue
+            seen += 1
+            assert in_interval(f.default, interval), (name, f.name)
+            lo, hi = (float(x) for x in interval[1:-1].split(","))
+            bad = lo - 1 if interval[0] == "[" else lo
+            if math.isinf(bad):
+                bad = hi + 1 if interval[-1] == "]" else hi
+            with pytest.raises(ValueError, match=f"--{f.name} must lie in"):
+                cls(**{f.name: type(f.default)(bad)}).check()
+    assert seen >= 40

@@ -16,7 +16,7 @@ class Attention(nn.Module):
 
     def __init__(self, args):
         super().__init__()
-        cfg = AttentionConfig.from_args(args)
+        cfg = AttentionConfig.from_args(args).check()
         self.grad_clip = cfg.grad_clip
         h = cfg.hidden_dim
         encoder = MLPEncoder if args.feat_type == "utt" else LSTMEncoder

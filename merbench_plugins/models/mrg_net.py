@@ -38,7 +38,7 @@ class MRGNet(nn.Module):
 
     def __init__(self, args):
         super().__init__()
-        cfg = MrgNetConfig.from_args(args)
+        cfg = MrgNetConfig.from_args(args).check()
         self.cfg = cfg
         self.grad_clip = cfg.grad_clip
         d, heads = cfg.hidden_dim, cfg.memory_heads

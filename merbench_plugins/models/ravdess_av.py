@@ -85,7 +85,7 @@ class RavdessAV(nn.Module):
 
     def __init__(self, args):
         super().__init__()
-        cfg = self.cfg = RavdessAVConfig.from_args(args)
+        cfg = self.cfg = RavdessAVConfig.from_args(args).check()
         self.grad_clip = cfg.grad_clip
         self.fusion = cfg.fusion
         num_classes = int(getattr(args, "output_dim1", 0) or cfg.ravdess_classes)
