@@ -188,8 +188,11 @@ def test_bench_robust_writes_mean_std_tables_into_the_readme(tmp_path):
                               "--hidden_dim", "16", "--folds", "2"]) == 0
     text = readme.read_text()
     assert "old" not in text and text.startswith("intro") and text.endswith("rest\n")
-    assert "| attention + recipe " in text and "±" in text and "part: held-out" in text and "held-out vs attention" in text
+    assert "| attention + recipe " in text and "±" in text and "held-out vs attention" in text
     assert "validation-held-out" in text
+    assert "part: held-out" not in text          # the per-condition table goes to --md only
+    md = (tmp_path / "b" / "bench_robust_validation.md").read_text()
+    assert "| attention + recipe " in md and "part: held-out" in md
 
 
 def test_robust_eval_noise1_corrupts_one_modality_only():

@@ -136,7 +136,8 @@ def row_order(rows):
     return sorted(rows, key=key)
 
 
-def tables(out, preset, data, variants, seeds) -> str:
+def tables(out, preset, data, variants, seeds):
+    """(summary, by_condition) markdown: one row per variant (parts and gains), then test2 per condition."""
     runs = collect(out, preset, data, variants, seeds)
     held = benchmark.PRESETS[preset]["held"] if preset in benchmark.PRESETS else "held-out"
     base = [r["test2"].get("part: held-out", (None,))[0] for r in runs.get(BASELINE, [])]
@@ -152,7 +153,7 @@ def tables(out, preset, data, variants, seeds) -> str:
                      mean_std(part("seen")), mean_std(part("held-out")), mean_std(part("missing")),
                      mean_std([r["test3"] for r in rs]),
                      "" if name == BASELINE else gain(base), "" if name == "attention" else gain(plain)])
-    text = (f"**{preset} preset** (held-out families: {held}): weighted F1, mean ± std over seeds "
+    summary = (f"**{preset} preset** (held-out families: {held}): weighted F1, mean ± std over seeds "
             f"{', '.join(map(str, seeds))}; test1 clean, test2 corrupted (seen = train-seen families, held-out = "
             f"families no augmentation saw, missing only = zero vectors), test3 unseen speakers; gains in points\n\n"
             + markdown_table(head, rows))
@@ -161,9 +162,9 @@ def tables(out, preset, data, variants, seeds) -> str:
     for k in all_rows:
         n = next((r["test2"][k][1] for rs in runs.values() for r in rs if k in r["test2"]), 0)
         crow.append([f"{k} (n={n})"] + [mean_std([r["test2"].get(k, (None,))[0] for r in rs]) for rs in runs.values()])
-    text += f"\n\n{preset} test2 weighted F1 by condition (mean ± std over seeds)\n\n" + markdown_table(
+    by_condition = f"{preset} test2 weighted F1 by condition (mean ± std over seeds)\n\n" + markdown_table(
         ["condition"] + list(runs), crow)
-    return text + "\n"
+    return summary + "\n", by_condition + "\n"
 
 
 def update_readme(path, text):
@@ -250,10 +251,11 @@ def main(argv=None):
             print(f"{len(q.skipped)} of {len(jobs)} runs not run: another live process trains them (named above); "
                   "rerun the same command once it has finished", file=sys.stderr)
             failed += [(job, launch.SKIPPED) for job in q.skipped]     # not done either: exit 1
-    text = tables(a.out, a.preset, data, variants, seeds)
+    summary, by_condition = tables(a.out, a.preset, data, variants, seeds)
+    text = summary + "\n" + by_condition
     atomic_write_text(md, text)
-    if a.readme:
-        update_readme(a.readme, text)
+    if a.readme:       # the README keeps the one summary table; the per-condition table lives in --md
+        update_readme(a.readme, summary)
     print(text + f"\nwrote {md}")
     return 1 if failed else 0
 
