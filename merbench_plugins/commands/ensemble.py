@@ -11,7 +11,8 @@ refused (one line naming them). ``--top N`` keeps the N files with the best vali
 """
 import argparse
 import sys
-from typing import List, Optional, Sequence
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -78,24 +79,39 @@ def average(preds: Sequence[Predictions], weights: Sequence[float]) -> Predictio
                        None, None, splits.pop() if len(splits) == 1 else None)
 
 
-def run(args) -> Predictions:
-    preds = [predictions.load(f) for f in args.files]
-    weights = [1.0] * len(preds)
-    if args.weights:
-        try:
-            weights = [float(x) for x in args.weights.split(",")]
-        except ValueError:
-            raise PredictionError(f"--weights takes comma-separated numbers, got {args.weights!r}") from None
-        if len(weights) != len(preds) or min(weights) < 0 or sum(weights) <= 0:
-            raise PredictionError(f"--weights needs {len(preds)} non-negative numbers (one per file, not all 0), "
-                                  f"got {args.weights!r}")
-    if args.top is not None:
-        kept = top_files(preds, args.top)
+@dataclass(frozen=True)
+class EnsembleRequest:
+    """The command line resolved once: the files, one weight per file, --top and the output."""
+
+    files: Tuple[str, ...]
+    weights: Tuple[float, ...]
+    top: Optional[int]
+    out: str
+
+    @classmethod
+    def resolve(cls, ns: argparse.Namespace) -> "EnsembleRequest":
+        files, weights = tuple(ns.files), (1.0,) * len(ns.files)
+        if ns.weights:
+            try:
+                weights = tuple(float(x) for x in ns.weights.split(","))
+            except ValueError:
+                raise PredictionError(f"--weights takes comma-separated numbers, got {ns.weights!r}") from None
+            if len(weights) != len(files) or min(weights) < 0 or sum(weights) <= 0:
+                raise PredictionError(f"--weights needs {len(files)} non-negative numbers (one per file, not all 0), "
+                                      f"got {ns.weights!r}")
+        return cls(files, weights, ns.top, ns.out)
+
+
+def run(req: EnsembleRequest) -> Predictions:
+    preds = [predictions.load(f) for f in req.files]
+    weights = list(req.weights)
+    if req.top is not None:
+        kept = top_files(preds, req.top)
         preds, weights = [preds[i] for i in kept], [weights[i] for i in kept]
         for p in preds:
             print(f"  kept {p.metric_name} {p.eval_metric:.4f}  {p.source}")
     out = average(preds, weights)
-    npz, csv_path = predictions.save(args.out, out, sources=np.asarray([p.source for p in preds]),
+    npz, csv_path = predictions.save(req.out, out, sources=np.asarray([p.source for p in preds]),
                                      weights=np.asarray(weights, dtype=np.float64))
     line = f"ensemble of {len(preds)} files, {len(out)} samples -> {npz}, {csv_path}"
     if out.emolabels is not None and out.emo_probs is not None and not out.dummy_labels():
@@ -110,7 +126,7 @@ def run(args) -> Predictions:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        run(EnsembleRequest.resolve(args))
     except PredictionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import argparse
 import os
 import runpy
 import sys
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -55,27 +56,27 @@ def build_parser():
     return p
 
 
-def data_paths(args) -> Tuple[str, Optional[str]]:
+def data_paths(data, dataset, merbench, label_path) -> Tuple[str, Optional[str]]:
     """(features root, label file or None) from --data / --label_path or from MERBench's config.py."""
-    if bool(args.data) == bool(args.dataset):
+    if bool(data) == bool(dataset):
         raise DataError("give the data either as --data FOLDER or as --merbench ROOT --dataset NAME")
-    if args.data:
-        if not os.path.isdir(args.data):
-            raise DataError(f"data folder not found: {args.data}")
-        found = label_files(args.data)
-        return os.path.join(args.data, "features"), args.label_path or (found[0] if found else None)
-    if not args.merbench:
+    if data:
+        if not os.path.isdir(data):
+            raise DataError(f"data folder not found: {data}")
+        found = label_files(data)
+        return os.path.join(data, "features"), label_path or (found[0] if found else None)
+    if not merbench:
         raise DataError("--dataset needs --merbench ROOT (the MERBench checkout whose config.py names its paths)")
-    config_path = os.path.join(args.merbench, "config.py")
+    config_path = os.path.join(merbench, "config.py")
     if not os.path.isfile(config_path):
-        raise DataError(f"{args.merbench} has no config.py: pass the MERBench root")
+        raise DataError(f"{merbench} has no config.py: pass the MERBench root")
     config = runpy.run_path(config_path)
-    resolve = lambda p: p if p is None or os.path.isabs(p) else os.path.join(args.merbench, p)  # noqa: E731
-    features = resolve((config.get("PATH_TO_FEATURES") or {}).get(args.dataset))
+    resolve = lambda p: p if p is None or os.path.isabs(p) else os.path.join(merbench, p)  # noqa: E731
+    features = resolve((config.get("PATH_TO_FEATURES") or {}).get(dataset))
     if features is None:
         have = ", ".join(sorted(config.get("PATH_TO_FEATURES") or {}))
-        raise DataError(f"{config_path} has no PATH_TO_FEATURES[{args.dataset!r}] (has: {have})")
-    return features, args.label_path or resolve((config.get("PATH_TO_LABEL") or {}).get(args.dataset))
+        raise DataError(f"{config_path} has no PATH_TO_FEATURES[{dataset!r}] (has: {have})")
+    return features, label_path or resolve((config.get("PATH_TO_LABEL") or {}).get(dataset))
 
 
 def sample_names(features_root: str, feature_names) -> List[str]:
@@ -160,12 +161,37 @@ def pseudo_labels(pred: predictions.Predictions, threshold: float, path: str) ->
     return len(keep)
 
 
-def run(args) -> List[str]:
-    if args.pseudo_threshold is not None and not 0 < args.pseudo_threshold <= 1:
-        raise DataError(f"--pseudo_threshold must be in (0, 1], got {args.pseudo_threshold}")
-    features_root, label_file = data_paths(args)
-    device = resolve_device(args.device)
-    paths, ckpts, models = checkpoints.load_folds(args.checkpoints, device, args.merbench)
+@dataclass(frozen=True)
+class PredictRequest:
+    """The command line resolved once: where the features and labels are, which checkpoints, what to write."""
+
+    checkpoints: Tuple[str, ...]
+    features_root: str
+    label_file: Optional[str]
+    merbench: Optional[str]
+    splits: Optional[Tuple[str, ...]]            # None: every corpus of the label file but train
+    out: str
+    pseudo_threshold: Optional[float]
+    nonfinite: str
+    batch_size: int
+    device: str
+
+    @classmethod
+    def resolve(cls, ns: argparse.Namespace) -> "PredictRequest":
+        if ns.pseudo_threshold is not None and not 0 < ns.pseudo_threshold <= 1:
+            raise DataError(f"--pseudo_threshold must be in (0, 1], got {ns.pseudo_threshold}")
+        if ns.batch_size < 1:
+            raise DataError(f"--batch_size must be >= 1, got {ns.batch_size}")
+        features_root, label_file = data_paths(ns.data, ns.dataset, ns.merbench, ns.label_path)
+        return cls(tuple(ns.checkpoints), features_root, label_file, ns.merbench,
+                   tuple(ns.splits.split(",")) if ns.splits else None, ns.out, ns.pseudo_threshold, ns.nonfinite,
+                   ns.batch_size, ns.device)
+
+
+def run(req: PredictRequest) -> List[str]:
+    features_root, label_file = req.features_root, req.label_file
+    device = resolve_device(req.device)
+    paths, ckpts, models = checkpoints.load_folds(req.checkpoints, device, req.merbench)
     first = ckpts[0]["args"]
     classes = tuple(ckpts[0].get("classes") or predictions.default_classes(first.get("output_dim1") or 0,
                                                                           first.get("dataset")))
@@ -178,21 +204,21 @@ def run(args) -> List[str]:
     if label_file:
         with np.load(label_file, allow_pickle=True) as npz:
             corpora = [k[:-len("_corpus")] for k in npz.files if k.endswith("_corpus")]
-        splits = args.splits.split(",") if args.splits else [s for s in corpora if s != "train"] or corpora
+        splits = list(req.splits) if req.splits else [s for s in corpora if s != "train"] or corpora
     else:
         splits = ["unlabelled"]
     print(f"{len(models)} checkpoint(s) of {', '.join(sorted({c['model'] for c in ckpts}))} on "
           f"{first['audio_feature']}, {first['text_feature']}, {first['video_feature']} ({first['feat_type']})")
     written = []
     for split in splits:
-        data, labelled = load_split(features_root, label_file, split, first, classes, args.nonfinite)
-        probs, vals = predict_split(models, data, args.batch_size, device, first.get("output_dim1"), first.get("output_dim2"))
+        data, labelled = load_split(features_root, label_file, split, first, classes, req.nonfinite)
+        probs, vals = predict_split(models, data, req.batch_size, device, first.get("output_dim1"), first.get("output_dim2"))
         known = labelled and bool((data.vals != MISSING_VALENCE).any())
         pred = predictions.Predictions(np.asarray(data.names, dtype=str), probs, vals, classes,
                                        data.emos.numpy() if labelled and probs is not None else None,
                                        data.vals.numpy() if known and vals is not None else None,
                                        eval_metric, ckpts[0].get("metric_name"), split)
-        npz, csv_path = predictions.save(os.path.join(args.out, f"{split}.npz"), pred)
+        npz, csv_path = predictions.save(os.path.join(req.out, f"{split}.npz"), pred)
         written += [npz, csv_path]
         line = f"{split}: {len(pred)} samples -> {npz}, {csv_path}"
         if labelled and probs is not None:
@@ -201,20 +227,20 @@ def run(args) -> List[str]:
         print(line)
         if pred.dummy_labels():
             print(f"warning: {pred.dummy_note(split)}")
-        if args.pseudo_threshold is not None:
+        if req.pseudo_threshold is not None:
             if probs is None:
                 raise DataError("pseudo-labels need emotion probabilities; these checkpoints predict none")
-            path = os.path.join(args.out, f"pseudo_{split}.npz")
-            n = pseudo_labels(pred, args.pseudo_threshold, path)
+            path = os.path.join(req.out, f"pseudo_{split}.npz")
+            n = pseudo_labels(pred, req.pseudo_threshold, path)
             written += [path, os.path.splitext(path)[0] + ".csv"]
-            print(f"pseudo-labels: {n} of {len(pred)} {split} samples with confidence >= {args.pseudo_threshold} -> {path}")
+            print(f"pseudo-labels: {n} of {len(pred)} {split} samples with confidence >= {req.pseudo_threshold} -> {path}")
     return written
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        run(PredictRequest.resolve(args))
     except (DataError, CheckpointError, checks.InputError, predictions.PredictionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

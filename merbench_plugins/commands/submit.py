@@ -70,26 +70,51 @@ def warn_dummy(pred: Predictions):
         print(f"warning: {pred.dummy_note(pred.split or os.path.basename(pred.source))}", file=sys.stderr)
 
 
-def candidate_list(args, challenge: Challenge) -> str:
-    if args.candidates:
-        return args.candidates
-    if not args.merbench:
-        raise PredictionError(f"{args.challenge}: pass --candidates {challenge.candidates} or --merbench ROOT")
-    config_path = os.path.join(args.merbench, "config.py")
+def candidate_list(name: str, challenge: Challenge, candidates: Optional[str], merbench: Optional[str]) -> str:
+    if candidates:
+        return candidates
+    if not merbench:
+        raise PredictionError(f"{name}: pass --candidates {challenge.candidates} or --merbench ROOT")
+    config_path = os.path.join(merbench, "config.py")
     if not os.path.isfile(config_path):
-        raise PredictionError(f"{args.merbench} has no config.py: pass the toolkit root")
+        raise PredictionError(f"{merbench} has no config.py: pass the toolkit root")
     raw = (runpy.run_path(config_path).get("DATA_DIR") or {}).get(challenge.raw_dataset)
     if raw is None:
         raise PredictionError(f"{config_path} has no DATA_DIR[{challenge.raw_dataset!r}]; pass --candidates")
-    return os.path.join(raw if os.path.isabs(raw) else os.path.join(args.merbench, raw), challenge.candidates)
+    return os.path.join(raw if os.path.isabs(raw) else os.path.join(merbench, raw), challenge.candidates)
 
 
-def track1(args, challenge: Challenge) -> List[str]:
-    if len(args.files) != 1:
-        raise PredictionError(f"{args.challenge} takes one prediction file (ensemble several first), got {len(args.files)}")
-    pred = predictions.load(args.files[0])
-    check_classes(pred, args.challenge)
-    path = candidate_list(args, challenge)
+@dataclass(frozen=True)
+class SubmitRequest:
+    """The command line resolved once: the challenge, its input files and where its file(s) go."""
+
+    name: str                                    # the --challenge name
+    challenge: Challenge
+    files: Tuple[str, ...]
+    out: str                                     # MER2023: a folder; Track 1: the CSV
+    splits: Tuple[Optional[str], ...] = ()       # MER2023: the test set of each file (None: the file says)
+    candidates: Optional[str] = None             # Track 1: the candidate list
+
+    @classmethod
+    def resolve(cls, ns: argparse.Namespace) -> "SubmitRequest":
+        challenge, files = CHALLENGES[ns.challenge], tuple(ns.files)
+        out = ns.out or challenge.default_out
+        if ns.challenge == "mer2023":
+            splits = tuple(ns.splits.split(",")) if ns.splits else (None,) * len(files)
+            if len(splits) != len(files):
+                raise PredictionError(f"--splits names {len(splits)} test sets for {len(files)} files")
+            return cls(ns.challenge, challenge, files, out, splits=splits)
+        if len(files) != 1:
+            raise PredictionError(f"{ns.challenge} takes one prediction file (ensemble several first), got {len(files)}")
+        return cls(ns.challenge, challenge, files, out,
+                   candidates=candidate_list(ns.challenge, challenge, ns.candidates, ns.merbench))
+
+
+def track1(req: SubmitRequest) -> List[str]:
+    challenge = req.challenge
+    pred = predictions.load(req.files[0])
+    check_classes(pred, req.name)
+    path = req.candidates
     names = predictions.read_names_csv(path)
     repeated = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
     if repeated:
@@ -104,21 +129,18 @@ def track1(args, challenge: Challenge) -> List[str]:
                               f"(e.g. {extra[0]!r}): wrong candidate list or prediction file?")
     warn_dummy(pred)
     if challenge.rows is not None and len(names) != challenge.rows:
-        print(f"warning: {path} has {len(names)} candidates; {args.challenge}'s evaluation.py asserts "
+        print(f"warning: {path} has {len(names)} candidates; {req.name}'s evaluation.py asserts "
               f"{challenge.rows} rows, so the server expects the full candidate list", file=sys.stderr)
-    out = args.out or challenge.default_out
+    out = req.out
     pred = pred.select(names)
     write_csv(out, list(challenge.columns), [[n, c] for n, c in zip(pred.names, pred.predicted)])
-    print(f"{args.challenge}: {len(names)} rows (every candidate once, in the list's order) -> {out}")
+    print(f"{req.name}: {len(names)} rows (every candidate once, in the list's order) -> {out}")
     return [out]
 
 
-def mer2023(args, challenge: Challenge) -> List[str]:
-    splits = args.splits.split(",") if args.splits else [None] * len(args.files)
-    if len(splits) != len(args.files):
-        raise PredictionError(f"--splits names {len(splits)} test sets for {len(args.files)} files")
-    out_dir, written, seen = args.out or challenge.default_out, [], set()
-    for path, split in zip(args.files, splits):
+def mer2023(req: SubmitRequest) -> List[str]:
+    out_dir, written, seen = req.out, [], set()
+    for path, split in zip(req.files, req.splits):
         pred = predictions.load(path)
         split = split or pred.split
         if not split:
@@ -126,12 +148,12 @@ def mer2023(args, challenge: Challenge) -> List[str]:
         if split in seen:
             raise PredictionError(f"two files for {split}: ensemble them first")
         seen.add(split)
-        check_classes(pred, args.challenge)
+        check_classes(pred, req.name)
         if pred.valpreds is None:
             raise PredictionError(f"{path} has no valence predictions; MER2023's files need a valence column")
         warn_dummy(pred)
         out = os.path.join(out_dir, f"{split}-pred.csv")
-        write_csv(out, list(challenge.columns),
+        write_csv(out, list(req.challenge.columns),
                   [[n, c, repr(float(v))] for n, c, v in zip(pred.names, pred.predicted, pred.valpreds)])
         print(f"{split}: {len(pred)} rows -> {out}")
         written.append(out)
@@ -140,9 +162,9 @@ def mer2023(args, challenge: Challenge) -> List[str]:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    challenge = CHALLENGES[args.challenge]
     try:
-        (mer2023 if args.challenge == "mer2023" else track1)(args, challenge)
+        req = SubmitRequest.resolve(args)
+        (mer2023 if req.name == "mer2023" else track1)(req)
     except PredictionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
