@@ -6,6 +6,10 @@ import torch
 torch.set_num_threads(1)  # tiny models: one thread is fastest and keeps 2-core CI machines responsive
 
 DIMS = dict(audio_dim=12, text_dim=20, video_dim=8)
+# V2 with no random draw anywhere in a training step (recon_mode subset draws its dimensions per step), so that
+# two ways of training it (stacked folds or seeds, and one at a time) can be compared step for step
+DETERMINISTIC_V2 = dict(dropout=0.0, use_modality_dropout=False, use_vae=False, corrupt_aug=0.0, recon_mode="full")
+DETERMINISTIC_FLAGS = ["--dropout", "0", "--no_vae", "--no_modality_dropout", "--corrupt_aug", "0", "--recon_mode", "full"]
 
 
 def model_args(feat_type="utt", **overrides):

@@ -12,6 +12,7 @@ import pytest
 
 from merbench_plugins.installer import cli as install_cli
 from merbench_plugins.train.merbench_runner import masked_calculate_results
+from conftest import DETERMINISTIC_FLAGS
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "merbench_tree"
@@ -64,7 +65,7 @@ def test_main_robust_trains_merbench_own_model(installed_tree, tiny_data):
 
 UTT_FEATURES = ["--feat_type", "utt", "--audio_feature", "chinese-hubert-large-UTT", "--text_feature",
                  "Baichuan-13B-Base-UTT", "--video_feature", "clip-vit-large-patch14-UTT"]
-DETERMINISTIC = ["--dropout", "0", "--no_vae", "--no_modality_dropout", "--corrupt_aug", "0"]
+DETERMINISTIC = DETERMINISTIC_FLAGS
 
 
 def merbench_summary(save_root):

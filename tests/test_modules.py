@@ -167,8 +167,9 @@ def test_no_modality_dropout_keeps_everything():
 
 
 def test_v4_with_new_flags_off_is_v2():
+    # recon_mode: V4 keeps full reconstruction where V2 now reconstructs a subset (each chosen on validation)
     off = dict(use_contrastive=False, use_gated_fusion=False, focal_gamma=0.0, label_smoothing=0.0,
-               improved_encoder=False)
+               improved_encoder=False, recon_mode="subset")
     torch.manual_seed(0)
     v2 = create_model("attention_robust_v2", model_args())
     torch.manual_seed(0)

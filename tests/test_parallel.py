@@ -14,7 +14,7 @@ from merbench_plugins.evaluate.metrics import mer_results
 from merbench_plugins.train import engine, parallel
 from merbench_plugins.train.runner import fold_indices
 
-from conftest import model_args
+from conftest import DETERMINISTIC_V2, model_args
 
 pytestmark = pytest.mark.skipif(parallel.functional_api() is None, reason="needs torch.func or functorch")
 CPU = torch.device("cpu")
@@ -42,7 +42,7 @@ def run_parallel(split, splits, seeds, o, make=None, **kw):
                                 batch_size=8, **kw)
 
 
-DETERMINISTIC = dict(dropout=0.0, use_modality_dropout=False, use_vae=False, corrupt_aug=0.0)
+DETERMINISTIC = DETERMINISTIC_V2
 
 
 def test_deterministic_model_follows_the_sequential_trajectory(train_split):

@@ -9,11 +9,12 @@ import torch
 
 from merbench_plugins.__main__ import main as cli
 from merbench_plugins.train import parallel
+from conftest import DETERMINISTIC_FLAGS
 
 pytestmark = pytest.mark.skipif(parallel.functional_api() is None, reason="needs torch.func or functorch")
 
 # no randomness in the model: the stacked and the separate runs walk the same path
-DETERMINISTIC = ["--dropout", "0", "--no_vae", "--no_modality_dropout", "--corrupt_aug", "0"]
+DETERMINISTIC = DETERMINISTIC_FLAGS
 COMMON = ["--model", "attention_robust_v2", "--quiet", "--epochs", "3", "--folds", "2", "--early_stop", "0"]
 
 
