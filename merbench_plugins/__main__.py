@@ -2,6 +2,8 @@
 import importlib
 import sys
 
+from .fileio import run_cli
+
 # command -> (module, function, one-line help); modules are imported only when their command runs
 COMMANDS = {
     "demo": ("merbench_plugins.commands.demo", "main", "generate synthetic MER2023-shaped data, train, compare"),
@@ -44,4 +46,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -150,3 +150,17 @@ def test_main_robust_refuses_a_save_root_another_live_process_trains_into(tmp_pa
     assert proc.stderr.strip() == proc.stderr.strip().splitlines()[0]
     assert f"saved-trimodal is being trained into by another live process (pid {holder.pid}" in proc.stderr
     assert "Reading Data" not in proc.stdout
+
+
+def test_a_command_piped_into_head_ends_quietly():
+    """``python -m merbench_plugins ... | head -1``: the closed pipe ends the command with exit 1, no traceback."""
+    import subprocess
+    import sys
+    code = ("import sys; from merbench_plugins.fileio import run_cli\n"
+            "def main():\n    for _ in range(20000):\n        print('x' * 100)\n    return 0\n"
+            "sys.exit(run_cli(main))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()                      # what `head -1` does once it has its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1 and "Traceback" not in err and "BrokenPipe" not in err, err

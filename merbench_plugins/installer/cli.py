@@ -3,6 +3,7 @@ import argparse
 import sys
 
 from . import core
+from ..fileio import run_cli
 from .patching import PatchError
 
 EPILOG = f"""\
@@ -61,4 +62,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))
