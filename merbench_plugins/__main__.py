@@ -2,7 +2,7 @@
 import importlib
 import sys
 
-from .fileio import run_cli
+from .cli import run_cli
 
 # command -> (module, function, one-line help); modules are imported only when their command runs
 COMMANDS = {

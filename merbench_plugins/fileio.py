@@ -233,16 +233,3 @@ def csv_text(headers, rows) -> str:
 def write_csv(path: str, headers, rows) -> str:
     atomic_write_text(path, csv_text(headers, rows))
     return path
-
-
-def run_cli(main, *args) -> int:
-    """``sys.exit(run_cli(main))`` for our command lines: ``cmd | head`` closing stdout early ends the command
-    quietly (exit 1, as Python's documentation advises) instead of with a BrokenPipeError traceback."""
-    import sys
-    try:
-        return main(*args)
-    except BrokenPipeError:
-        # the interpreter flushes stdout once more at exit: point it at devnull so that flush cannot fail
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1

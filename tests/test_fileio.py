@@ -156,7 +156,7 @@ def test_a_command_piped_into_head_ends_quietly():
     """``python -m merbench_plugins ... | head -1``: the closed pipe ends the command with exit 1, no traceback."""
     import subprocess
     import sys
-    code = ("import sys; from merbench_plugins.fileio import run_cli\n"
+    code = ("import sys; from merbench_plugins.cli import run_cli\n"
             "def main():\n    for _ in range(20000):\n        print('x' * 100)\n    return 0\n"
             "sys.exit(run_cli(main))")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)

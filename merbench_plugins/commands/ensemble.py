@@ -16,6 +16,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..cli import refuse
 from ..evaluate import predictions
 from ..evaluate.metrics import mer_results, summarise
 from ..evaluate.predictions import PredictionError, Predictions
@@ -128,8 +129,7 @@ def main(argv=None):
     try:
         run(EnsembleRequest.resolve(args))
     except PredictionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     return 0
 
 

@@ -21,6 +21,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
+from ..cli import refuse
 from ..constants import MISSING_VALENCE
 from ..data import checks
 from ..data.merbench_layout import (MODALITY_KEYS, DataError, Split, SplitLoader, encode_labels, label_files,
@@ -242,8 +243,7 @@ def main(argv=None):
     try:
         run(PredictRequest.resolve(args))
     except (DataError, CheckpointError, checks.InputError, predictions.PredictionError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     return 0
 
 

@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from ..cli import refuse
 from ..constants import MER2023_EMOTIONS
 from ..evaluate import predictions
 from ..evaluate.predictions import PredictionError, Predictions
@@ -166,8 +167,7 @@ def main(argv=None):
         req = SubmitRequest.resolve(args)
         (mer2023 if req.name == "mer2023" else track1)(req)
     except PredictionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     return 0
 
 

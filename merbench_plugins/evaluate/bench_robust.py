@@ -20,6 +20,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..cli import refuse
 from ..data import benchmark
 from ..data.merbench_layout import CONDITIONS_FILE
 from ..fileio import OutputError, ensure_writable_dir
@@ -205,8 +206,7 @@ def main(argv=None):
             ensure_writable_dir(a.out, "--out")
         ensure_writable_dir(os.path.dirname(os.path.abspath(md)), "--md" if a.md else "--out")
     except OutputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     try:
         seeds = [int(s) for s in a.seeds.split(",")]
         dims = tuple(int(d) for d in a.dims.split(","))

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from ..cli import refuse
 from . import report
 
 METRICS = ("f1", "acc", "val_mse", "emoval")
@@ -276,8 +277,7 @@ def main(argv=None):
     try:
         runs = collect(args.run_dirs)
     except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     if not runs:
         print(f"error: no run summaries (JSON files with 'model' and 'tests') under {', '.join(args.run_dirs)}; "
               f"did the runs finish? Their logs say why not", file=sys.stderr)

@@ -3,7 +3,7 @@ import argparse
 import sys
 
 from . import core
-from ..fileio import run_cli
+from ..cli import run_cli
 from .patching import PatchError
 
 EPILOG = f"""\

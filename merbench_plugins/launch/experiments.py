@@ -20,6 +20,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from . import queue, slurm
 from .. import runlock
+from ..cli import refuse
 from ..fileio import OutputError, atomic_write_text, ensure_writable_dir
 from .queue import CPU, Job, LaunchError
 
@@ -508,8 +509,7 @@ def main_for(command: str):
             return _main(command, argv)
         except LaunchError as exc:
             sys.stdout.flush()
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return refuse(exc)
     main.__doc__ = f"``python -m merbench_plugins {command}``"
     return main
 

@@ -62,6 +62,7 @@ from typing import Dict, List, Optional, Tuple
 
 import yaml
 
+from ..cli import refuse
 from ..fileio import OutputError, ensure_writable_dir
 from ..launch import queue, slurm
 from ..launch.queue import CPU, Job
@@ -868,8 +869,7 @@ def main(argv=None):
     try:
         cfg = prepare(parsed, runner_args)
     except SearchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     if cfg.status:
         return status(optuna, cfg)
     space, fixed, grid_source = load_grid(cfg)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .. import fileio, registry, runlock
+from ..cli import refuse
 from ..constants import MISSING_VALENCE
 from ..data import checks
 from .. import runtime
@@ -399,8 +400,7 @@ def main(argv=None):
     try:
         configs = resolve(parser, argv)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     sys.path.insert(0, os.getcwd())
     import config  # MERBench's global config (paths); noqa: E402
     from toolkit.dataloader import get_dataloaders
@@ -411,8 +411,7 @@ def main(argv=None):
             fileio.ensure_writable_dir(cfg.out, "--save_root")
         runlock.claim(*(cfg.out for cfg in configs))     # RunFolderBusy: another live process trains into one
     except (fileio.OutputError, runlock.RunFolderBusy) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     first = configs[0]
     device = runtime.resolve_device(first.flags["gpu"])
     if device.type == "cuda":
@@ -434,8 +433,7 @@ def main(argv=None):
         for run, folds in zip(runs, stacked):
             finish_run(run, train_run(run, get_models, device) if folds is None else folds, get_models, device)
     except checks.InputError as exc:           # raised by prepare_run, before its seed trains
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     return 0
 
 

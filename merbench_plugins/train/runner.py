@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .. import fileio, registry, runlock
+from ..cli import refuse
 from ..data.merbench_layout import DataError, FeatureDataset, SplitLoader
 from .. import runtime
 from ..evaluate import conditions, metrics, plots, predictions, report, robust_eval
@@ -325,8 +326,7 @@ def main(argv=None):
     try:
         run(resolve(parser, argv))
     except (ConfigError, DataError, FloatingPointError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     finally:
         runlock.release()                        # the run folders it held (called in-process too)
     return 0
