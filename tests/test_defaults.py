@@ -69,3 +69,29 @@ def test_main_robust_default_command_uses_declared_defaults(installed_tree, tiny
     proc = main_robust(installed_tree, tiny_data, "--model", "mrg_net", "--tune_yaml", "other.yaml", *feats)
     assert proc.returncode != 0 and "has no entry for model 'mrg_net'" in proc.stderr
     assert merbench_runner.build_parser().parse_args(["--tune"]).tune
+
+
+def test_flags_page_names_the_declared_defaults():
+    """docs/flags.md writes model options as `--name value`: each value is some registered model's declared
+    default (a stale `--kl_warmup 10` stood there after the default became 0)."""
+    import os
+    import re
+    from merbench_plugins.registry import list_models, model_defaults
+    defaults = {}
+    for model in list_models():
+        for key, value in model_defaults(model).items():
+            defaults.setdefault(key, set()).add(value)
+
+    def same(text, value):
+        if isinstance(value, str) or isinstance(value, bool):
+            return text == str(value)
+        try:
+            return float(text) == float(value)
+        except ValueError:
+            return False
+
+    page = open(os.path.join(os.path.dirname(__file__), "..", "docs", "flags.md")).read()
+    named = [(k, v) for k, v in re.findall(r"`--(\w+) ([^`|/ ]+)`", page) if k in defaults]
+    assert len(named) >= 30
+    stale = [(k, v, sorted(map(str, defaults[k]))) for k, v in named if not any(same(v, d) for d in defaults[k])]
+    assert not stale, stale
