@@ -109,8 +109,23 @@ def test_signal_corruption_acts_before_the_nonlinear_extractor():
 
 
 def test_presets_use_different_worlds():
-    a, b = (benchmark.World(benchmark.PRESETS[p]["world_seed"], SMALL) for p in benchmark.PRESETS)
-    assert not np.allclose(a.protos[0], b.protos[0]) and not np.allclose(a.maps[0][2], b.maps[0][2])
+    worlds = [benchmark.World(spec["world_seed"], SMALL, spec.get("amplitude", benchmark.CLASS_AMPLITUDE))
+              for spec in benchmark.PRESETS.values()]
+    for i, a in enumerate(worlds):
+        for b in worlds[i + 1:]:
+            assert not np.allclose(a.protos[0], b.protos[0]) and not np.allclose(a.maps[0][2], b.maps[0][2])
+
+
+def test_weak_presets_pair_the_choosing_and_reporting_presets_with_weaker_single_modalities():
+    p = benchmark.PRESETS
+    for weak, strong in (("validation-weak", "validation"), ("test-weak", "test")):
+        assert p[weak]["held"] == p[strong]["held"] and p[weak]["mix"] == p[strong]["mix"]
+        assert all(w < s for w, s in zip(p[weak]["amplitude"], benchmark.CLASS_AMPLITUDE))
+    # the class signal of a world scales with its amplitude: same seed, same prototypes' shape
+    strong, weak = benchmark.World(7, SMALL), benchmark.World(7, SMALL, benchmark.WEAK_CLASS_AMPLITUDE)
+    for m in range(3):
+        ratio = benchmark.WEAK_CLASS_AMPLITUDE[m] / benchmark.CLASS_AMPLITUDE[m]
+        assert np.allclose(weak.protos[m], ratio * strong.protos[m])
 
 
 def test_condition_rows_split_seen_held_out_and_missing():

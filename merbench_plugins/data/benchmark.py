@@ -40,6 +40,9 @@ CLASS_VALENCE = np.array([0.0, -2.5, 2.5, -2.5, -1.5, 1.0])
 CONFUSED = ((2, 5), (1, 4), (3, 4))
 # class-signal amplitude per modality against unit nuisance: audio the strongest (as on MER2023)
 CLASS_AMPLITUDE = (0.41, 0.27, 0.28)
+# the "weak" worlds: no modality carries the label alone (clean F1 near 0.67 for `attention`), as in the
+# outside check where the robustness recipe cost clean F1 (docs/robustness.md, section 7)
+WEAK_CLASS_AMPLITUDE = (0.22, 0.15, 0.15)
 SPEAKERS, SPEAKER_SCALE = 40, 0.5
 
 # each family's strength variants (one drawn per corrupted sample)
@@ -66,13 +69,17 @@ VARIANTS = {
 ONE_MODALITY_ONLY = ("mean_fill", "swap")     # not drawn for "all modalities" conditions
 
 # condition type -> fraction of test2; "held" draws from the preset's held-out group
+VALIDATION_MIX = (("clean", 0.10), ("missing1", 0.18), ("missing2", 0.08), ("seen1", 0.16),
+                  ("held1", 0.26), ("held_all", 0.08), ("missing1+held1", 0.10), ("missing1+seen1", 0.04))
+TEST_MIX = (("clean", 0.08), ("missing1", 0.20), ("missing2", 0.10), ("seen1", 0.14),
+            ("held1", 0.24), ("held_all", 0.10), ("missing1+held1", 0.10), ("missing1+seen1", 0.04))
 PRESETS = OrderedDict([
-    ("validation", dict(world_seed=1001, held="validation-held-out",
-                        mix=(("clean", 0.10), ("missing1", 0.18), ("missing2", 0.08), ("seen1", 0.16),
-                             ("held1", 0.26), ("held_all", 0.08), ("missing1+held1", 0.10), ("missing1+seen1", 0.04)))),
-    ("test", dict(world_seed=2002, held="test-held-out",
-                  mix=(("clean", 0.08), ("missing1", 0.20), ("missing2", 0.10), ("seen1", 0.14),
-                       ("held1", 0.24), ("held_all", 0.10), ("missing1+held1", 0.10), ("missing1+seen1", 0.04)))),
+    ("validation", dict(world_seed=1001, held="validation-held-out", mix=VALIDATION_MIX)),
+    ("test", dict(world_seed=2002, held="test-held-out", mix=TEST_MIX)),
+    # the same split into choosing and reporting, in worlds whose single modalities are weak
+    ("validation-weak", dict(world_seed=3003, held="validation-held-out", mix=VALIDATION_MIX,
+                             amplitude=WEAK_CLASS_AMPLITUDE)),
+    ("test-weak", dict(world_seed=4004, held="test-held-out", mix=TEST_MIX, amplitude=WEAK_CLASS_AMPLITUDE)),
 ])
 TRAIN_MISSING = (0.08, 0.02)          # training samples with one / two modalities missing (zeros)
 
@@ -92,7 +99,7 @@ def _smooth(x, window):
 class World:
     """One generator seed's fixed parts: prototypes, speakers, valence directions, feature extractors."""
 
-    def __init__(self, seed: int, dims=MER2023_DIMS):
+    def __init__(self, seed: int, dims=MER2023_DIMS, amplitude=CLASS_AMPLITUDE):
         rng = np.random.default_rng(seed)
         self.dims = tuple(int(d) for d in dims)
         n_cls, length = len(MER2023_EMOTIONS), SIGNAL_LEN
@@ -103,7 +110,7 @@ class World:
             raw /= raw.std(axis=1, keepdims=True)
             a, b = CONFUSED[m]
             raw[a] = raw[b] = (raw[a] + raw[b]) / np.sqrt(2)
-            self.protos.append(CLASS_AMPLITUDE[m] * raw)
+            self.protos.append(amplitude[m] * raw)
             v = rng.normal(size=length)
             self.valence_dir.append(0.15 * v / v.std())
             self.speakers.append(SPEAKER_SCALE * rng.normal(size=(2 * SPEAKERS, length)))
@@ -304,7 +311,7 @@ def generate(out_dir: str, preset: str = "test", *, n_train: int = 1200, n_test:
         raise ValueError(f"benchmark preset {preset!r}: expected one of {', '.join(PRESETS)}")
     spec = PRESETS[preset]
     seed = spec["world_seed"] if world_seed is None else int(world_seed)
-    world = World(seed, dims)
+    world = World(seed, dims, spec.get("amplitude", CLASS_AMPLITUDE))
     rng = np.random.default_rng(seed + 1)
     held = families(spec["held"])
     train = _generate_split(rng, world, n_train, missing_rates=TRAIN_MISSING)
@@ -317,6 +324,7 @@ def generate(out_dir: str, preset: str = "test", *, n_train: int = 1200, n_test:
                                       train_mean=train_mean, feat_std=feat_std)
     splits["test3"] = _generate_split(rng, world, n_test, speakers=(SPEAKERS, 2 * SPEAKERS))
     return write(out_dir, splits, dict(preset=preset, world_seed=seed, dims=world.dims,
+                                       class_amplitude=list(spec.get("amplitude", CLASS_AMPLITUDE)),
                                        held_out_group=spec["held"], mix=dict(spec["mix"])))
 
 

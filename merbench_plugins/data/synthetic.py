@@ -133,7 +133,8 @@ def main(argv=None):
     p.add_argument("--preset", default="demo", choices=PRESETS,
                    help="demo: the small demo set; validation / test: the robustness benchmark (MER2023 sizes "
                         "unless --dims; conditions.json records each test sample's condition; validation for "
-                        "choosing, test for reporting)")
+                        "choosing, test for reporting; validation-weak / test-weak: the same pair in worlds whose single "
+                        "modalities are weak)")
     p.add_argument("--train", type=int, default=None, help="training samples (default: demo 800, benchmark 1200)")
     p.add_argument("--test", type=int, default=None, help="samples of test1 and test3 (default: demo 300, "
                                                            "benchmark 400)")

@@ -180,7 +180,7 @@ def update_readme(path, text):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m merbench_plugins bench-robust", description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="validation", choices=list(benchmark.PRESETS),
-                   help="validation: for choosing defaults and designs; test: for the reported tables only")
+                   help="validation: for choosing defaults and designs; test: for the reported tables only; -weak: the same pair in worlds whose single modalities are weak")
     p.add_argument("--out", default="runs/bench-robust", help="data, runs and the tables go here")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--variants", default="main", choices=sorted(VARIANT_SETS),
