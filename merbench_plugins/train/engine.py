@@ -76,12 +76,12 @@ class TrainOptions:
 
 
 def recipe_of(values) -> Optional[tuple]:
-    """``--robust_recipe`` and its probabilities (from the parsed flags, a mapping) as (corrupt, dropout,
-    strength), or None when off; :class:`TrainOptions` checks the values."""
+    """``--robust_recipe`` and its probabilities (from the parsed flags, a mapping; their defaults live in
+    options.add_training_flags) as (corrupt, dropout, strength), or None when off; :class:`TrainOptions`
+    checks the values."""
     if not values.get("robust_recipe"):
         return None
-    return (float(values.get("recipe_corrupt", 0.3)), float(values.get("recipe_dropout", 0.3)),
-            float(values.get("recipe_strength", 4.0)))
+    return tuple(float(values[k]) for k in ("recipe_corrupt", "recipe_dropout", "recipe_strength"))
 
 
 _NOTED = set()
