@@ -104,9 +104,9 @@ class Imagination(nn.Module):
 
     def forward(self, mu, available):
         a = available.to(mu.dtype).unsqueeze(-1)                                        # [B, M, 1]
-        own = masked_fill_zero(mu, available)                                           # [B, M, H], 0 where absent
+        total = (masked_fill_zero(mu, available) * a).sum(1, keepdim=True)              # [B, 1, H]
         count = a.sum(1, keepdim=True) - a                                              # [B, M, 1]
-        others = (own.sum(1, keepdim=True) - own) / count.clamp_min(1.0)
+        others = (total - masked_fill_zero(mu, available) * a) / count.clamp_min(1.0)
         return self.net(others), count.squeeze(-1) > 0
 
     @staticmethod
