@@ -2,10 +2,12 @@
 
 For measuring levers: each configuration is a registered model with flag overrides, e.g.
 ``attention_robust_v2:recon_mode=sketch,dropout=0``; ``@compile`` at the end compiles the step; the
-switches ``+bernoulli`` (``F.dropout`` instead of the explicit masks), ``+nostats`` (the model computes
-presence and feature std itself at every step) and ``+accumulate`` (the gradients also zeroed and
-accumulated into a flat buffer, as before they went straight to the optimizer) put one earlier lever
-back, e.g. ``attention_robust_v2+bernoulli``. Batch 32
+switches ``+bernoulli`` (``F.dropout`` instead of the explicit masks), ``+randmask`` (the dropout mask from
+a ``rand_like`` float per element instead of 16-bit words), ``+oldcorrupt`` (the corruption augmentation
+as it was: its own normal and uniform draws per modality, ``torch.where`` selections, ``std``),
+``+nostats`` (the model computes presence and feature std itself at every step) and ``+accumulate`` (the
+gradients also zeroed and accumulated into a flat buffer, as before they went straight to the optimizer)
+put one earlier lever back, e.g. ``attention_robust_v2+bernoulli``. Batch 32
 at MER2023 sizes (audio 1024, text 5120, video 768) by default, random batches drawn from a device
 corpus the engine's way (per-sample statistics computed once). The configurations run interleaved
 (``--rounds`` rounds of ``--steps`` steps), CPU time per step on the CPU (so other processes on a shared
@@ -28,7 +30,68 @@ from merbench_plugins.train import engine, parallel
 DIMS = dict(audio_dim=1024, text_dim=5120, video_dim=768)
 
 
-SWITCHES = ("bernoulli", "nostats", "accumulate")
+SWITCHES = ("bernoulli", "randmask", "oldcorrupt", "nostats", "accumulate")
+
+
+def rand_like_dropout(x, p, training=True):
+    """The previous explicit dropout: floor(u + 1 - p) / (1 - p) from one rand_like float per element."""
+    if not training or p <= 0:
+        return x
+    keep = 1.0 - p
+    return x * torch.rand_like(x).add_(keep).floor_().mul_(1.0 / keep)
+
+
+def previous_corrupt_inputs(inputs, present, p, strength=4.0, std=None):
+    """The previous corruption augmentation (same kinds and distributions): per modality its own normal and
+    uniform draws over every sample, selections by ``torch.where``, ``std`` where not precomputed."""
+    import math
+    from merbench_plugins.modules import masking
+
+    def corrupt_one(x, kind, active, std):
+        b = x.shape[0]
+        valid = masking.data_mask(x) if x.dim() == 3 else 1.0
+        u = lambda: masking._per_sample(torch.rand(b, device=x.device, dtype=x.dtype), x)   # noqa: E731
+        std = masking._per_sample(x.flatten(1).std(dim=1) if std is None else std.to(x.dtype), x)
+        amplitude = (0.5 + (strength - 0.5) * u()) * std
+        noise = torch.randn_like(x)
+        drop_dims = x.shape[-1:] if x.dim() == 2 else (1, x.shape[-1])
+        kept = (torch.rand((b,) + tuple(drop_dims), device=x.device) >= 0.3 + 0.6 * u()).to(x.dtype)
+        gain = torch.exp((2 * u() - 1) * math.log(max(strength, 1.0)))
+        k = masking._per_sample(kind.masked_fill(~active, -1), x)
+        one = torch.ones((), device=x.device, dtype=x.dtype)
+        scale = torch.where(k == 1, kept, torch.where(k == 2, gain, one))
+        out = x * scale + ((k == 0).to(x.dtype) * amplitude) * noise * valid
+        return torch.where(k == 3, x.roll(1, dims=0), out)
+
+    b, m = present.shape
+    eligible = (present.sum(dim=1) >= 2) & (torch.rand(b, device=present.device) < p)
+    scores = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0)
+    which = torch.nn.functional.one_hot(scores.argmax(dim=1), m).bool() & eligible.unsqueeze(1)
+    kind = torch.randint(4, (b,), device=present.device)
+    return [corrupt_one(x, kind, which[:, i], None if std is None else std[:, i])
+            if masking.any_true(which[:, i]) else x for i, x in enumerate(inputs)], which
+
+
+class previous_levers:
+    """Context manager: the switches' earlier formulations patched in (bernoulli, randmask, oldcorrupt)."""
+
+    def __init__(self, switches):
+        self.switches = switches
+
+    def __enter__(self):
+        from merbench_plugins.modules import dropout as dropout_module, masking
+        self.saved = (dropout_module.dropout, masking.corrupt_inputs)
+        if "bernoulli" in self.switches:
+            dropout_module.dropout = lambda x, p, training=True: torch.nn.functional.dropout(x, p, training)
+        elif "randmask" in self.switches:
+            dropout_module.dropout = rand_like_dropout
+        if "oldcorrupt" in self.switches:
+            masking.corrupt_inputs = previous_corrupt_inputs
+        return self
+
+    def __exit__(self, *exc):
+        from merbench_plugins.modules import dropout as dropout_module, masking
+        dropout_module.dropout, masking.corrupt_inputs = self.saved
 
 
 def parse_config(spec: str):
@@ -74,14 +137,8 @@ class FoldStep:
         self.grad_views = None if self.flat_grad is None else list(self.fp.params.views(self.flat_grad).values())
 
     def run(self, steps):
-        from merbench_plugins.modules import dropout as dropout_module
-        explicit = dropout_module.dropout
-        if "bernoulli" in self.switches:
-            dropout_module.dropout = lambda x, p, training=True: torch.nn.functional.dropout(x, p, training)
-        try:
+        with previous_levers(self.switches):
             return self._run(steps)
-        finally:
-            dropout_module.dropout = explicit
 
     def _run(self, steps):
         self.fp.template.train()

@@ -7,8 +7,9 @@ SPEC bars (V2 <= 2.0x, V4 <= 2.3x the baseline); exit code 1 if a bar is missed.
     python benchmarks/step_time.py [--device cuda] [--frames 32] [--steps 20] [--threads 1]
         [--models attention_robust_v2,attention_robust_v2:recon_mode=sketch,...]
 
-A model may carry flag overrides (``name:flag=value,flag=value``, as in fold_step.py); the bars apply
-to the plain names (the declared defaults).
+A model may carry flag overrides (``name:flag=value,flag=value``) and switches that put an earlier
+formulation back (``name+oldcorrupt+randmask``), as in fold_step.py; the bars apply to the plain names
+(the declared defaults).
 """
 import argparse
 import statistics
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from merbench_plugins import create_model, get_model_entry, list_models
-from fold_step import parse_config  # noqa: E402 - the sibling script (benchmarks/ is on sys.path when run)
+from fold_step import parse_config, previous_levers  # noqa: E402 - the sibling script (benchmarks/ is on sys.path when run)
 
 BARS = {"attention_robust_v2": 2.0, "attention_robust_v4": 2.3}
 DIMS = dict(audio_dim=1024, text_dim=5120, video_dim=768)
@@ -31,7 +32,7 @@ class Stepper:
     def __init__(self, spec, feat_type, device, batch_size, frames):
         torch.manual_seed(0)
         self.device = device
-        name, overrides = parse_spec(spec)
+        name, overrides, _, self.switches = parse_config(spec)
         self.model = create_model(name, dict(DIMS, output_dim1=6, output_dim2=1, feat_type=feat_type,
                                              **overrides)).to(device).train()
         if hasattr(self.model, "set_epoch"):
@@ -44,6 +45,10 @@ class Stepper:
         self.vals = torch.randn(batch_size, device=device)
 
     def run(self, steps):
+        with previous_levers(self.switches):
+            return self._run(steps)
+
+    def _run(self, steps):
         # CPU: process CPU time, so that other processes on a shared machine do not skew the ratios
         clock = time.perf_counter if self.device.type == "cuda" else time.process_time
         times = []
@@ -60,12 +65,6 @@ class Stepper:
                 torch.cuda.synchronize()
             times.append(clock() - t)
         return statistics.median(times) * 1000
-
-
-def parse_spec(spec: str):
-    """'model:flag=value,flag=value' -> (model, overrides typed like the declared defaults)."""
-    name, overrides, _, _ = parse_config(spec)
-    return name, overrides
 
 
 def measure(names, feat_type, device, batch_size, frames, steps, rounds):

@@ -53,26 +53,33 @@ def test_corruption_never_hits_every_modality_and_only_present_ones(shape):
 
 
 def _corrupt_one_by_copies(x, kind, strength):
-    """The first formulation of corrupt_one (four corrupted copies, stacked, gathered): the reference."""
+    """The kinds' definitions, one corrupted copy of x per kind, gathered by kind: the reference, drawing what
+    corrupt_one draws in its order (uniforms [3, B], then the normal values shaped like x)."""
     import math
     from merbench_plugins.modules.masking import _per_sample, frame_mask
     b = x.shape[0]
+    u = [_per_sample(v, x) for v in torch.rand(3, b, dtype=x.dtype)]
+    g = torch.randn_like(x)
     valid = frame_mask(x).unsqueeze(-1).to(x.dtype) if x.dim() == 3 else 1.0
-    u = lambda: _per_sample(torch.rand(b, dtype=x.dtype), x)  # noqa: E731
     std = _per_sample(x.flatten(1).std(dim=1), x)
-    noise = x + (0.5 + (strength - 0.5) * u()) * std * torch.randn_like(x) * valid
-    drop_dims = x.shape[-1:] if x.dim() == 2 else (1, x.shape[-1])
-    dropped = x * (torch.rand((b,) + tuple(drop_dims)) >= 0.3 + 0.6 * u()).to(x.dtype)
-    gain = x * torch.exp((2 * u() - 1) * math.log(max(strength, 1.0)))
+    noise = x + (0.5 + (strength - 0.5) * u[0]) * std * g * valid
+    fraction = 0.3 + 0.6 * u[1]
+    decide = g if x.dim() == 2 else g[:, :1]
+    normal_cdf = 0.5 * (1 + torch.erf(decide / math.sqrt(2)))
+    dropped = x * (normal_cdf >= fraction).to(x.dtype)           # kept with probability 1 - fraction
+    gain = x * torch.exp((2 * u[2] - 1) * math.log(max(strength, 1.0)))
     out = torch.stack([noise, dropped, gain, x.roll(1, dims=0)])
     return out.gather(0, _per_sample(kind, x).expand_as(x).unsqueeze(0)).squeeze(0)
 
 
+@pytest.mark.parametrize("dense", [False, True], ids=["cpu-eager", "fixed-shape"])
 @pytest.mark.parametrize("shape", [(64, 12), (64, 5, 12)])
-def test_fused_corruption_equals_the_four_copy_formulation(shape):
-    """One pass (x * scale + coef * noise) gives the same values from the same draws as four copies, so
-    runs (and the published corruption-benchmark numbers) are unchanged; inactive samples come back as is."""
-    from merbench_plugins.modules.masking import corrupt_one
+def test_corruption_equals_the_four_copy_formulation(shape, dense, monkeypatch):
+    """Both paths (only the corrupted samples on CPU; every sample in one fixed-shape expression under vmap
+    and on accelerators) give each kind's definition from the same draws; inactive samples come back as is."""
+    from merbench_plugins.modules import masking
+    if dense:
+        monkeypatch.setattr(masking, "eager_on_cpu", lambda t: False)
     x = torch.randn(*shape)
     if len(shape) == 3:
         x[:, :2] = 0                                                                    # front padding
@@ -80,15 +87,46 @@ def test_fused_corruption_equals_the_four_copy_formulation(shape):
     torch.manual_seed(3)
     ref = _corrupt_one_by_copies(x, kind, 4.0)
     torch.manual_seed(3)
-    got = corrupt_one(x, kind, 4.0)
-    assert torch.equal(got, ref)
+    got = masking.corrupt_one(x, kind, 4.0)
+    # the dropdims threshold goes through erfinv, the reference through erf: a draw within rounding of the
+    # threshold may fall either side
+    torch.testing.assert_close(got[kind != 1], ref[kind != 1], rtol=1e-5, atol=1e-5)
+    assert (got[kind == 1] != ref[kind == 1]).float().mean() < 0.01
     active = torch.rand(shape[0]) < 0.5
     torch.manual_seed(3)
-    part = corrupt_one(x, kind, 4.0, active=active)
-    assert torch.equal(part[active], ref[active]) and torch.equal(part[~active], x[~active])
+    part = masking.corrupt_one(x, kind, 4.0, active=active)
+    torch.manual_seed(3)
+    assert torch.equal(part[active], masking.corrupt_one(x, kind, 4.0)[active]) and torch.equal(part[~active], x[~active])
     assert torch.equal(got[kind == 3], x.roll(1, 0)[kind == 3])                         # swap
     dropped = got[kind == 1]
     assert ((dropped == 0) | (dropped == x[kind == 1])).all()                           # dropdims: zeros only
+
+
+def test_corruption_kinds_have_their_declared_distributions():
+    """One shared normal draw serves gauss (noise) and dropdims (mask): the noise's scale is U(0.5, 4) x the
+    sample's std, dropdims zeroes a U(0.3, 0.9) fraction (mean 0.6), gain stays within x1/4 .. x4."""
+    from merbench_plugins.modules.masking import corrupt_one
+    torch.manual_seed(0)
+    x = torch.randn(4000, 400) * torch.rand(4000, 1).add(0.5)
+    kind = torch.arange(4000) % 4
+    out = corrupt_one(x, kind, 4.0)
+    scale = ((out - x)[kind == 0].std(dim=1) / x[kind == 0].std(dim=1))
+    assert 0.42 < scale.min() and scale.max() < 4.4 and abs(scale.mean() - 2.25) < 0.05    # sample std of 400 draws: +-4 %
+    zeroed = (out[kind == 1] == 0).float().mean(dim=1)
+    assert 0.25 < zeroed.min() and zeroed.max() < 0.95 and abs(zeroed.mean() - 0.6) < 0.01
+    ratio = (out[kind == 2] / x[kind == 2])
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-4)            # one gain per sample
+    assert 0.249 < ratio[:, 0].min() and ratio[:, 0].max() < 4.01
+
+
+def test_shared_draw_on_cpu_fills_only_the_rows_that_use_it():
+    from merbench_plugins.modules.masking import _shared_draw
+    torch.manual_seed(0)
+    needed = torch.arange(10) % 3 == 0
+    draw = _shared_draw([torch.zeros(10, 7), torch.zeros(10, 20), torch.zeros(10, 5)], needed)
+    assert draw.shape == (10, 20)
+    assert (draw[~needed] == 0).all() and (draw[needed] != 0).all()
+    assert _shared_draw([torch.zeros(10, 7), torch.zeros(10, 3, 7)], needed) is None       # ranks differ
 
 
 def test_augmentation_acts_only_in_training():
