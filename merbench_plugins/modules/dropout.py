@@ -24,7 +24,10 @@ def uniform16(x: torch.Tensor) -> torch.Tensor:
     """Integer values shaped like x, uniform over [-32768, 32767] and independent: the four 16-bit words of
     each draw from the full 64-bit range (under vmap with randomness="different", per batch entry). Eager:
     an int16 view of the draws. Under torch.compile the words are shifted out arithmetically (the same
-    values, as int64): inductor (torch 2.13) mis-lowers the int64 -> int16 view inside a training graph."""
+    values, as int64): with the view, a compiled fold-parallel training step of our corruption + dropout
+    pattern computed another loss than eager from the same random state (torch 2.13 inductor,
+    fallback_random; the view alone, or without the corruption's draws, matched), with the shifts it matches
+    (tests/test_compile.py)."""
     n = x.numel()
     count = (n + 3) // 4
     if not is_compiling():
@@ -51,8 +54,6 @@ def keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
     if x.device.type == "cpu" and not is_batched(bits):
         # on CPU the comparison writes floats directly (a bool mask, then converted, costs 5x as much)
         return torch.ge(bits, threshold, out=torch.empty(x.shape, dtype=x.dtype)).mul_(scale)
-    # out of place: inductor (torch 2.13) miscompiled an in-place scale of this mask in a training graph
-    # under vmap (the loss moved 3 %; tests/test_compile.py)
     return (bits >= threshold).to(x.dtype) * scale
 
 
