@@ -9,11 +9,14 @@ The floor: the run's floating-point operations, counted with ``torch.utils.flop_
 fold-parallel run itself (1 and 2 epochs counted, the rest extrapolated: every epoch does the same work
 without early stopping), divided by the machine's measured matmul rate (the best of several large fp32
 matrix products on the run's threads and device). "x floor" is a configuration's time over that floor.
+Times are process CPU time on a one-thread CPU run (runs and the matmul rate alike: a shared machine skews
+them less), wall time otherwise.
 
     python benchmarks/whole_run.py [DATA_DIR] [--models attention_robust_v2,attention_robust_v2:recon_mode=sketch] [--device cuda]
         [--epochs 10] [--folds 5] [--compile] [--mer2023_size] [--seq_epochs 3] [--out whole_run.md]
 
-A model may carry flag values (``name:flag=value,flag=value``: ``--flag value`` for that row's runs).
+A model may carry flag values (``name:flag=value,flag=value``: ``--flag value`` for that row's runs) and
+fold_step.py's switches that put an earlier formulation back (``name+oldcorrupt+randmask``).
 Without DATA_DIR it generates the demo's synthetic set (``--mer2023_size``: MER2023's utterance feature
 sizes and sample counts). ``--seq_epochs k`` times the sequential path on k epochs only and scales its
 time to ``--epochs`` (marked in the table) to save GPU time; its per-epoch cost is constant without
@@ -31,6 +34,7 @@ from merbench_plugins.data.synthetic import generate
 from merbench_plugins import fileio, runtime
 from merbench_plugins.evaluate import report
 from merbench_plugins.train import engine, parallel, runner
+from fold_step import previous_levers  # noqa: E402 - the sibling script (benchmarks/ is on sys.path when run)
 
 MER2023 = dict(n_train=3373, n_test=412, dims=(1024, 5120, 768))
 QUICK = dict(n_train=120, n_test=40, dims=(16, 24, 8))
@@ -62,6 +66,12 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def clock(device):
+    """The timer: process CPU time on a CPU run on one thread (other processes on a shared machine then skew
+    the ratios less; every number of a run and the floor's matmul rate use it alike), else wall time."""
+    return time.process_time if device.type == "cpu" and torch.get_num_threads() == 1 else time.perf_counter
+
+
 def matmul_rate(device, n: int = 2048, repeats: int = 5) -> float:
     """The machine's fp32 matrix-product rate in FLOP/s: the best of ``repeats`` timed n x n products (on
     the current torch thread count), i.e. what the arithmetic of a run could at best go at."""
@@ -69,13 +79,13 @@ def matmul_rate(device, n: int = 2048, repeats: int = 5) -> float:
         n = max(n, 8192)
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     (a @ b).sum().item()                                                               # warm-up
-    best = float("inf")
+    best, now = float("inf"), clock(device)
     for _ in range(repeats):
         sync(device)
-        t = time.perf_counter()
+        t = now()
         a @ b
         sync(device)
-        best = min(best, time.perf_counter() - t)
+        best = min(best, now() - t)
     return 2 * n ** 3 / best
 
 
@@ -126,11 +136,12 @@ def main(argv=None):
         """One whole run of the standalone runner on the loaded data; its summary. ``--model name:flag=value,...``
         becomes ``--model name --flag value ...``."""
         i = argv.index("--model") + 1
-        name, _, rest = argv[i].partition(":")
+        head, _, rest = argv[i].partition(":")
+        name, *switches = head.split("+")
         argv = argv[:i] + [name] + argv[i + 1:] + [x for item in filter(None, rest.split(","))
                                                      for x in ("--" + item.partition("=")[0], item.partition("=")[2])]
         cfg = runner.resolve(runner.build_parser(), argv)[0]
-        with fileio.StagedOutputs(cfg.out) as stage:
+        with previous_levers(set(switches)), fileio.StagedOutputs(cfg.out) as stage:
             return runner.train_model(cfg, ds, train, tests, device, report.timestamp(), stage)
 
     models = [m.strip() for m in a.models.split(",") if m.strip()]
@@ -149,10 +160,11 @@ def main(argv=None):
                     continue
                 epochs = a.seq_epochs if name == "sequential" and a.seq_epochs else a.epochs
                 sync(device)
-                t = time.perf_counter()
+                now = clock(device)
+                t = now()
                 summary = train_run(base + flags + ["--epochs", str(epochs), "--model", model])
                 sync(device)
-                elapsed = (time.perf_counter() - t) * a.epochs / epochs
+                elapsed = (now() - t) * a.epochs / epochs
                 seconds[model, name] = min(seconds.get((model, name), float("inf")), elapsed)
                 scores[model, name] = summary["tests"][tests[0].name]
                 print(f"  {model} {name}: {elapsed:.1f}s" + (f" (scaled from {epochs} epochs)" if epochs != a.epochs else ""),

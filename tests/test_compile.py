@@ -79,14 +79,21 @@ def test_compiled_fold_parallel_step_matches_eager(name, eager_random):
     batch = {k: torch.randn(2, 8, d, generator=g) for k, d in (("audios", 12), ("texts", 20), ("videos", 8))}
     batch["texts"][:, :2] = 0
     emos, vals = torch.randint(0, 6, (2, 8), generator=g), torch.randn(2, 8, generator=g)
-    results = []
+    results, buffers = [], []
     for fn in (fp.train_fn, torch.compile(fp.train_fn, dynamic=False)):
         torch.manual_seed(0)
         params = fp.params.trainable()
-        losses = fn(params, fp.params.fixed_rows(), batch, emos, vals)
+        # each run from the same buffers (the typicality statistics are updated in place by a training step)
+        fixed = {n: v.clone() for n, v in fp.params.fixed_rows().items()}
+        losses = fn(params, fixed, batch, emos, vals)
         results.append((losses.detach(), torch.autograd.grad(losses.sum(), list(params.values()), allow_unused=True)))
+        buffers.append(fixed)
     (eager_loss, eager_grads), (comp_loss, comp_grads) = results
     torch.testing.assert_close(comp_loss, eager_loss, rtol=1e-5, atol=1e-6)
+    for n in buffers[0]:                                             # the compiled step's buffer updates land
+        torch.testing.assert_close(buffers[1][n], buffers[0][n], rtol=1e-5, atol=1e-6, msg=lambda m: f"{n}: {m}")
+    running = [n for n in buffers[0] if "running_" in n]                # V2 / V4: the typicality statistics
+    assert all(not torch.equal(buffers[0][n], fp.params.fixed_rows()[n]) for n in running)
     for pname, a, b in zip(fp.params.names, eager_grads, comp_grads):
         if a is None:
             assert b is None, pname
