@@ -404,3 +404,15 @@ def test_explicit_dropout_keeps_nn_dropouts_distribution():
     layer = Dropout(0.2).eval()
     assert layer(x) is x and not list(layer.state_dict())
 
+
+def test_dropout_bits_are_the_same_when_compiling(monkeypatch):
+    """Under torch.compile the 16-bit words are shifted out of the draws instead of viewed: the same values."""
+    from merbench_plugins.modules import dropout as dropout_module
+    x = torch.zeros(7, 9)
+    torch.manual_seed(5)
+    viewed = dropout_module.uniform16(x)
+    monkeypatch.setattr(dropout_module, "is_compiling", lambda: True)
+    torch.manual_seed(5)
+    shifted = dropout_module.uniform16(x)
+    assert viewed.dtype == torch.int16 and torch.equal(shifted, viewed.long())
+    assert int(viewed.min()) < -16000 and int(viewed.max()) > 16000

@@ -5,58 +5,61 @@ Why not ``nn.Dropout``: on CPU its ``bernoulli_`` costs 12-17 ns per element aga
 ``rand_like`` (one V2 fold-parallel step at MER2023 sizes: 15 ms of 121 in ``bernoulli_``), and under
 ``vmap(randomness="different")`` torch.compile (inductor, torch 2.13) drops the gradient through
 ``F.dropout`` when other random draws share the graph (docs/inductor_vmap_dropout.md).
-Why not ``rand_like`` either, in a model's own eager step (MERBench's ``main-release.py``): a dropout decision
-needs a few random bits, not a float. Each 64-bit integer draw is split into four uniform 16-bit values (one
-``randint`` per four elements, 2x cheaper than ``rand_like`` on CPU); an element is kept where its value is at
-least the threshold, so ``p`` is realised to 1/65536 (``p = 0.3`` drops with probability 0.299997), and kept
-elements are scaled by 1 / (1 - that probability). Under vmap and torch.compile the mask comes from
-``rand_like`` (:func:`keep_mask` says why). MERBench's own layers (``MLPEncoder``, ``LSTMEncoder``, which the ``attention`` baseline
+Why not ``rand_like`` either: a dropout decision needs a few random bits, not a float. Each 64-bit integer
+draw is split into four uniform 16-bit values (one ``randint`` per four elements, about 2x cheaper than
+``rand_like`` on CPU); an element is kept where its value is at least the threshold, so ``p`` is realised to
+1/65536 (``p = 0.3`` drops with probability 0.299997), and kept elements are scaled by 1 / (1 - that
+probability). MERBench's own layers (``MLPEncoder``, ``LSTMEncoder``, which the ``attention`` baseline
 mirrors) keep ``nn.Dropout``.
 """
 import torch
 import torch.nn as nn
 
-from .masking import is_batched
+from .masking import is_batched, is_compiling
 
 LEVELS = 1 << 16
 
 
 def uniform16(x: torch.Tensor) -> torch.Tensor:
-    """int16 values shaped like x, uniform over [-32768, 32767] and independent: the four 16-bit words of
-    each draw from the full 64-bit range."""
+    """Integer values shaped like x, uniform over [-32768, 32767] and independent: the four 16-bit words of
+    each draw from the full 64-bit range (under vmap with randomness="different", per batch entry). Eager:
+    an int16 view of the draws. Under torch.compile the words are shifted out arithmetically (the same
+    values, as int64): with the view, a compiled fold-parallel training step of our corruption + dropout
+    pattern computed another loss than eager from the same random state (torch 2.13 inductor,
+    fallback_random; the view alone, or without the corruption's draws, matched), with the shifts it matches
+    (tests/test_compile.py)."""
     n = x.numel()
-    words = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
-    return words.view(torch.int16)[:n].view(x.shape)
+    count = (n + 3) // 4
+    if not is_compiling():
+        words = torch.randint(-2 ** 63, 2 ** 63 - 1, (count,), dtype=torch.int64, device=x.device)
+        try:
+            return words.view(torch.int16)[:n].view(x.shape)
+        except RuntimeError:          # torch without views across element sizes: the arithmetic below
+            words = words.unsqueeze(1)
+    else:
+        words = torch.randint(-2 ** 63, 2 ** 63 - 1, (count, 1), dtype=torch.int64, device=x.device)
+    shifts = torch.arange(0, 64, 16, device=x.device)                        # little-endian word order
+    unsigned = (words >> shifts) & 0xFFFF                                       # [count, 4] in [0, 65535]
+    return (unsigned - ((unsigned >> 15) << 16)).view(-1)[:n].view(x.shape)   # as signed 16-bit
 
 
 def keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Dropout's scaled mask in x's dtype: 1 / (1 - p) with probability 1 - p, else 0.
-
-    Eager and unbatched (a model's own step, MERBench's ``main-release.py``): from 16-bit words, ``p`` realised
-    to 1/65536 (``p' = round(p * 65536) / 65536``, scale 1 / (1 - p')), the comparison written straight into
-    floats on CPU. Under vmap (the fold-parallel engine) and torch.compile: ``floor(u + 1 - p) / (1 - p)`` from
-    one ``rand_like`` draw, as before: there the words gained nothing measurable, and compiled fold-parallel
-    steps with them drew another loss than eager from the same random state (torch 2.13 inductor,
-    ``fallback_random``), which tests/test_compile.py must be able to compare."""
-    if is_batched(x):
-        keep = 1.0 - p
-        # half precision: draw in fp32 so that p is not rounded to the format's few mantissa bits
-        u = torch.rand_like(x, dtype=torch.float32) if x.dtype in (torch.float16, torch.bfloat16) else torch.rand_like(x)
-        return u.add_(keep).floor_().mul_(1.0 / keep).to(x.dtype)
+    """Dropout's scaled mask in x's dtype: 1 / (1 - p') with probability 1 - p', else 0, where
+    p' = round(p * 65536) / 65536 (all zero where p' is 1)."""
     dropped = int(round(p * LEVELS))
     if dropped >= LEVELS:
         return torch.zeros_like(x)
     bits, threshold = uniform16(x), dropped - LEVELS // 2                      # keep where bits >= threshold
     scale = LEVELS / (LEVELS - dropped)
-    if x.device.type == "cpu":
+    if x.device.type == "cpu" and not is_batched(bits):
         # on CPU the comparison writes floats directly (a bool mask, then converted, costs 5x as much)
         return torch.ge(bits, threshold, out=torch.empty(x.shape, dtype=x.dtype)).mul_(scale)
     return (bits >= threshold).to(x.dtype) * scale
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """``F.dropout(x, p, training)`` in distribution (each element kept with probability 1 - p, scaled to keep
-    the mean; :func:`keep_mask`); another random stream than ``bernoulli_``."""
+    """``F.dropout(x, p, training)`` in distribution (each element kept with probability 1 - p, to 1/65536,
+    scaled to keep the mean); another random stream than ``bernoulli_``."""
     if not training or p <= 0:
         return x
     if p >= 1:
