@@ -3,10 +3,10 @@ import os
 import sys
 
 
-def refuse(exc) -> int:
-    """Print a refused input or setting as the one line ``error: ...`` on stderr; returns the exit code (2)."""
+def refuse(exc, code: int = 2) -> int:
+    """Print a refused input or setting as the one line ``error: ...`` on stderr; returns the exit code."""
     print(f"error: {exc}", file=sys.stderr)
-    return 2
+    return code
 
 
 def run_cli(main, *args) -> int:

@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..cli import refuse
 from ..fileio import atomic_write_text
 from .ravdess import (MANIFEST, CacheError, RavdessClip, discover, read_cache_file, settings_diff,
                       write_cache_file)
@@ -347,20 +348,16 @@ def main(argv=None) -> int:
         require_cv2()
         cascade = None if args.crop == "center" else find_cascade(args.cascade)
     except (ImportError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return refuse(err)
     if args.crop == "face" and cascade is None:
-        print(f"error: --crop face needs {CASCADE}, which this OpenCV build does not ship; pass --cascade PATH "
-              f"or use --crop center", file=sys.stderr)
-        return 2
+        return refuse(f"--crop face needs {CASCADE}, which this OpenCV build does not ship; pass --cascade PATH "
+                      f"or use --crop center")
     if args.frames < 1 or args.size < 8:
-        print("error: --frames must be >= 1 and --size >= 8", file=sys.stderr)
-        return 2
+        return refuse("--frames must be >= 1 and --size >= 8")
     try:
         found = discover(args.root)
     except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return refuse(err)
     clips = found.clips[:args.limit] if args.limit else found.clips
     print(f"found {len(found.clips)} audio-visual clips with their wav; ignored {found.video_only} video-only "
           f"copies and {found.song} song files; {len(found.problems)} file(s) with problems")
@@ -384,9 +381,8 @@ def main(argv=None) -> int:
         except (OSError, ValueError, AttributeError):
             old = params                       # unreadable manifest: the files' own headers decide
         if settings_diff(old, params):
-            print(f"error: {args.out} was made with other settings ({settings_diff(old, params)}); use another "
-                  f"OUT, the same settings, or --overwrite to rebuild every clip", file=sys.stderr)
-            return 2
+            return refuse(f"{args.out} was made with other settings ({settings_diff(old, params)}); use another "
+                          f"OUT, the same settings, or --overwrite to rebuild every clip")
     stale = _remove_stale_temps(args.out)
     todo, bad, crops = _existing(clips, args.out, params, args.overwrite)
     # the settings are on disk before the first clip: a killed run cannot leave clips of unknown settings

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .. import registry
+from ..cli import refuse
 from ..modules.masking import MODALITIES, data_mask
 from . import report
 from ..runtime import autocast
@@ -321,8 +322,7 @@ def main(argv=None):
                   f"the std of {a.data_dir}'s train split", file=sys.stderr)
             stds = feature_std(SplitLoader(ds.load("train"), a.batch_size))
     except (DataError, FileNotFoundError, KeyError, ValueError) as exc:   # CheckpointError is a ValueError
-        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
-        return 2
+        return refuse(exc.args[0] if exc.args else exc)
     rows = robust_evaluate(models, loaders, torch.device(a.device), stds=stds, conditions=conds, seed=a.seed,
                            with_masks=registry_model(name), output_dim1=args["output_dim1"],
                            output_dim2=args["output_dim2"], model_name=name, amp=a.amp or bool(args.get("amp")))

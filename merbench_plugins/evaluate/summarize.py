@@ -279,9 +279,8 @@ def main(argv=None):
     except FileNotFoundError as exc:
         return refuse(exc)
     if not runs:
-        print(f"error: no run summaries (JSON files with 'model' and 'tests') under {', '.join(args.run_dirs)}; "
-              f"did the runs finish? Their logs say why not", file=sys.stderr)
-        return 2
+        return refuse(f"no run summaries (JSON files with 'model' and 'tests') under {', '.join(args.run_dirs)}; "
+                      f"did the runs finish? Their logs say why not")
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     tests = [t.strip() for t in args.tests.split(",") if t.strip()] if args.tests else None
     groups, repeated = drop_repeated_seeds(split_configurations(group_runs(runs, args.group_by)))
@@ -289,9 +288,7 @@ def main(argv=None):
         print(f"warning: {note}", file=sys.stderr)
     columns, stats = aggregate(groups, metrics, tests)
     if not columns:
-        print(f"error: none of the {len(runs)} runs has a value for metrics {metrics} on tests {tests or 'any'}",
-              file=sys.stderr)
-        return 2
+        return refuse(f"none of the {len(runs)} runs has a value for metrics {metrics} on tests {tests or 'any'}")
     md = to_markdown(groups, columns, stats, args.group_by)
     out_dir = args.out or (args.run_dirs[0] if os.path.isdir(args.run_dirs[0]) else os.path.dirname(args.run_dirs[0]))
     counted = sum(len(members) for members in groups.values())

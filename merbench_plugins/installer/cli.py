@@ -3,7 +3,7 @@ import argparse
 import sys
 
 from . import core
-from ..cli import run_cli
+from ..cli import refuse, run_cli
 from .patching import PatchError
 
 EPILOG = f"""\
@@ -57,8 +57,7 @@ def main(argv=None) -> int:
         return core.install(args.merbench_dir, force=args.force, vendor=args.vendor, dry_run=args.dry_run,
                             python=args.python)
     except (core.InstallerError, PatchError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return getattr(exc, "code", 1)
+        return refuse(exc, getattr(exc, "code", 1))
 
 
 if __name__ == "__main__":

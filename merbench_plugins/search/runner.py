@@ -876,8 +876,7 @@ def main(argv=None):
     if cfg.worker_index is None and not cfg.report_only:
         error = check_runner_args(cfg, space, fixed)
         if error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            return refuse(error)
     metric_label = "cv " + (cfg.metric if cfg.metric != "auto" else "emoval")
     if cfg.worker_index is not None:          # one worker of a local pool or of a SLURM array
         study = open_study(optuna, cfg, space, fixed, grid_source, create=True)

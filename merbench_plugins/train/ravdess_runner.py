@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from .. import fileio
+from ..cli import refuse
 from ..config import RavdessAVConfig
 from ..data.ravdess import RAVDESS, CacheError, classification_metrics, confusion_matrix, fold_indices
 from ..evaluate import plots, report
@@ -301,8 +301,7 @@ def main(argv=None) -> int:
         os.makedirs(args.out, exist_ok=True)
         done = prepare_out(args.out, run_settings(run, data), args.restart, n_folds)
     except (ValueError, FileNotFoundError, CacheError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return refuse(err)
     opts = run.training
     print(f"ravdess_av fusion={cfg.fusion} audio_encoder={cfg.audio_encoder} lr={cfg.lr:g} classes={data.class_names} "
           f"class_weights={args.class_weights} device={device}{' amp' if opts.amp else ''}; {n_folds} of "
@@ -322,8 +321,7 @@ def main(argv=None) -> int:
         try:
             records.append(run_fold(k, n_folds, data, loaders, ns, run, device))
         except (ValueError, FileNotFoundError, CacheError) as err:   # e.g. weights that do not fit
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+            return refuse(err)
         report.write_json(fold_path(args.out, k), records[-1])          # atomic: a crash keeps every finished fold
         write_outputs(args.out, records, data, dict(meta, seconds=round(time.time() - start, 1)))
 
