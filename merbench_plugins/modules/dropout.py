@@ -15,7 +15,7 @@ mirrors) keep ``nn.Dropout``.
 import torch
 import torch.nn as nn
 
-from .masking import is_batched, is_compiling
+from .masking import ge_mask, is_compiling
 
 LEVELS = 1 << 16
 
@@ -50,11 +50,7 @@ def keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
     if dropped >= LEVELS:
         return torch.zeros_like(x)
     bits, threshold = uniform16(x), dropped - LEVELS // 2                      # keep where bits >= threshold
-    scale = LEVELS / (LEVELS - dropped)
-    if x.device.type == "cpu" and not is_batched(bits):
-        # on CPU the comparison writes floats directly (a bool mask, then converted, costs 5x as much)
-        return torch.ge(bits, threshold, out=torch.empty(x.shape, dtype=x.dtype)).mul_(scale)
-    return (bits >= threshold).to(x.dtype) * scale
+    return ge_mask(bits, threshold, x.dtype).mul_(LEVELS / (LEVELS - dropped))
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:

@@ -201,12 +201,15 @@ def eager_on_cpu(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and not is_batched(t)
 
 
-def ge_mask(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(a >= b)`` as 0./1. in a's dtype. On CPU in eager mode the comparison writes the floats directly
-    (a bool mask, then converted or multiplied, costs about 5x as much there); elsewhere ``(a >= b).to()``."""
-    if eager_on_cpu(a) and not is_batched(b) and not a.requires_grad:
-        return torch.ge(a, b, out=torch.empty(torch.broadcast_shapes(a.shape, b.shape), dtype=a.dtype))
-    return (a >= b).to(a.dtype)
+def ge_mask(a: torch.Tensor, b, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """``(a >= b)`` as 0./1. in ``dtype`` (default a's; b a tensor or a number). On CPU in eager mode the
+    comparison writes the floats directly (a bool mask, then converted or multiplied, costs about 5x as much
+    there); elsewhere ``(a >= b).to(dtype)``."""
+    dtype = a.dtype if dtype is None else dtype
+    if eager_on_cpu(a) and not (torch.is_tensor(b) and is_batched(b)) and not a.requires_grad:
+        shape = torch.broadcast_shapes(a.shape, b.shape) if torch.is_tensor(b) else a.shape
+        return torch.ge(a, b, out=torch.empty(shape, dtype=dtype))
+    return (a >= b).to(dtype)
 
 
 def _corrupted(source, own, k, u, g, std, strength: float) -> torch.Tensor:
